@@ -1,0 +1,451 @@
+"""The allocator, ``io_tlb_mem``: pools in search order, map/release, debugfs counters.
+
+This is a pure state machine in the spirit of h11: no clock, no randomness, no I/O. Callers
+(the DMA layer, policies, replays) pass the CPU id and the device's DMA parameters in; the
+allocator answers with slot indices and bounce addresses. It never copies bytes: it tells the
+caller *which* bytes a bounce moves (:meth:`IoTlbMem.bounce_target`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterable, Protocol
+
+from swiotlb.core.constants import (
+    INVALID_PHYS_ADDR,
+    IO_TLB_SEGSIZE,
+    IO_TLB_SHIFT,
+    IO_TLB_SIZE,
+    MAX_SEGMENT_BYTES,
+    SLOT_LOW_MASK,
+    U32_MASK,
+    U64_MASK,
+    get_max_slots,
+    nr_slots,
+)
+from swiotlb.core.pool import IoTlbPool, PoolLayoutError
+from swiotlb.core.profiles import DEFAULT_PROFILE, KernelProfile, get_profile
+from swiotlb.core.search import (
+    SearchRequest,
+    free_slots,
+    search_area_fast,
+    search_area_literal,
+    search_area_wrap,
+    take_slots,
+)
+
+
+class DmaParams(Protocol):
+    """What the allocator needs to know about a device (``dma_parms``)."""
+
+    @property
+    def min_align_mask(self) -> int: ...
+
+    @property
+    def seg_boundary_mask(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceParams:
+    """A plain :class:`DmaParams`; the kernel's defaults when a device has no ``dma_parms``."""
+
+    min_align_mask: int = 0
+    seg_boundary_mask: int = U64_MASK
+
+
+class MapFailure(str, Enum):
+    """Why ``swiotlb_tbl_map_single`` returned ``DMA_MAPPING_ERROR``."""
+
+    FULL = "full"  # no free run fits now
+    TOO_LARGE = "too_large"  # no free run could ever fit (> 128 slots or > a boundary window)
+    INVALID_SIZES = "invalid_sizes"  # mapping_size > alloc_size (6.6-6.9 signature)
+    NO_POOL = "no_pool"  # the allocator has no slots at all
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMapping:
+    """A successful slot allocation.
+
+    ``index`` is the first data slot (the one ``tlb_addr`` falls in); ``index - pad_slots`` is
+    the first slot held. ``size`` is what was searched for (mapping plus offsets).
+    """
+
+    tlb_addr: int
+    pool: IoTlbPool
+    index: int
+    pad_slots: int
+    nslots: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MapRefused:
+    """A failed allocation, with the numbers of the kernel's warning."""
+
+    cause: MapFailure
+    size: int
+    total: int
+    used: int
+
+    @property
+    def message(self) -> str:
+        if self.cause is MapFailure.NO_POOL:
+            return (
+                "Can not allocate SWIOTLB buffer earlier and can't now provide you with "
+                "the DMA bounce buffer"
+            )
+        if self.cause is MapFailure.INVALID_SIZES:
+            return f"Invalid sizes (sz: {self.size} bytes)"
+        return (
+            f"swiotlb buffer is full (sz: {self.size} bytes), total {self.total} (slots), "
+            f"used {self.used} (slots)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BounceSpan:
+    """Which bytes one bounce copies: ``nbytes`` between ``orig_addr`` and ``tlb_addr``.
+
+    ``warning`` carries the kernel's dev_WARN_ONCE text when the copy was clamped or refused
+    (``nbytes`` is then what the kernel would really copy, possibly 0).
+    """
+
+    orig_addr: int
+    tlb_addr: int
+    nbytes: int
+    warning: str | None = None
+
+
+class ReleaseError(ValueError):
+    """A release that does not match a live allocation (the kernel would corrupt its lists)."""
+
+
+class IoTlbMem:
+    """``struct io_tlb_mem``: the pools of one allocator and the rules of one kernel.
+
+    ``pools`` are given in search order (newest first, default pool last), as the kernel's
+    RCU list holds them. ``dynamic`` models CONFIG_SWIOTLB_DYNAMIC (several pools, the early
+    256 KiB reject of >= 6.9); growth itself belongs to the policies layer, which adds pools
+    with :meth:`add_pool`. ``fast=False`` forces the literal probe-by-probe search.
+    """
+
+    def __init__(
+        self,
+        pools: Iterable[IoTlbPool] = (),
+        profile: KernelProfile | str = DEFAULT_PROFILE,
+        *,
+        page_size: int = 4096,
+        force_bounce: bool = False,
+        dynamic: bool | None = None,
+        can_grow: bool = False,
+        phys_limit: int = U64_MASK,
+        default_nareas: int | None = None,
+        fast: bool = True,
+    ) -> None:
+        self.profile = get_profile(profile)
+        self.page_size = page_size
+        self.force_bounce = force_bounce
+        self.pools: list[IoTlbPool] = []
+        self.transient_pools: list[IoTlbPool] = []
+        self.can_grow = can_grow
+        self.phys_limit = phys_limit
+        self.fast = fast
+        self.nslabs = 0
+        self.total_used = 0
+        self.used_hiwater = 0
+        self.transient_nslabs = 0
+        self.lock = threading.Lock()
+        pools = list(pools)
+        if dynamic is None:
+            dynamic = len(pools) > 1
+        if dynamic and not self.profile.dynamic_available:
+            raise ValueError(f"kernel profile {self.profile.name} has no dynamic pools (added in 6.6)")
+        self.dynamic = dynamic
+        if len(pools) > 1 and not dynamic:
+            raise ValueError("several pools need the dynamic allocator (CONFIG_SWIOTLB_DYNAMIC)")
+        self.default_nareas = default_nareas or max((p.nareas for p in pools), default=1)
+        for pool in reversed(pools):
+            self.add_pool(pool)
+        if self.profile.search_loop == "wrap":
+            self._search_area = search_area_wrap
+        elif fast:
+            self._search_area = search_area_fast
+        else:
+            self._search_area = search_area_literal
+
+    # -- pools -----------------------------------------------------------------------------
+    def add_pool(self, pool: IoTlbPool) -> None:
+        """``add_mem_pool``: insert at the head of the search list (spec §2.6)."""
+        if not self.profile.areas and pool.nareas != 1:
+            raise PoolLayoutError(
+                f"kernel profile {self.profile.name} has no areas; pool has nareas={pool.nareas}"
+            )
+        with self.lock:
+            for other in self.pools + self.transient_pools:
+                if pool.start < other.end and other.start < pool.end:
+                    raise PoolLayoutError(f"{pool!r} overlaps {other!r}")
+            if pool.transient:
+                self.transient_pools.insert(0, pool)
+                self.transient_nslabs += pool.nslabs
+            else:
+                self.pools.insert(0, pool)
+                self.nslabs += pool.nslabs
+
+    def remove_pool(self, pool: IoTlbPool) -> None:
+        """Take an idle pool off the lists (transient deletion, or a shrinking policy)."""
+        with self.lock:
+            if pool.used:
+                raise ReleaseError(f"{pool!r} still has {pool.used} slots in use")
+            if pool.transient:
+                self.transient_pools.remove(pool)
+                self.transient_nslabs -= pool.nslabs
+            else:
+                self.pools.remove(pool)
+                self.nslabs -= pool.nslabs
+
+    def find_pool(self, paddr: int) -> IoTlbPool | None:
+        """``swiotlb_find_pool``: the pool holding a bounce address, or None (spec §5.6)."""
+        for pool in self.pools:
+            if pool.start <= paddr < pool.end:
+                return pool
+        for pool in self.transient_pools:
+            if pool.start <= paddr < pool.end:
+                return pool
+        return None
+
+    def is_bounce_buffer(self, paddr: int) -> bool:
+        return self.find_pool(paddr) is not None
+
+    # -- search ----------------------------------------------------------------------------
+    def search_masks(self, dev: DmaParams, size: int, alloc_align_mask: int):  # type: ignore[no-untyped-def]
+        return self.profile.search_masks(size, dev.min_align_mask, alloc_align_mask, self.page_size)
+
+    def _request(self, dev: DmaParams, pool: IoTlbPool, orig_addr: int, size: int, alloc_align_mask: int) -> SearchRequest:
+        bmask = dev.seg_boundary_mask
+        tbl = pool.start & bmask
+        return SearchRequest(
+            nslots=nr_slots(size),
+            masks=self.search_masks(dev, size, alloc_align_mask),
+            orig_addr=orig_addr,
+            tbl_dma=tbl,
+            shift=nr_slots(tbl),
+            max_slots=get_max_slots(bmask),
+        )
+
+    def search_pool_area(
+        self, dev: DmaParams, pool: IoTlbPool, area_index: int, orig_addr: int, size: int,
+        alloc_align_mask: int = 0,
+    ) -> int:
+        """``swiotlb_search_pool_area``: search one area and take the slots; -1 if none fit."""
+        req = self._request(dev, pool, orig_addr, size, alloc_align_mask)
+        area = pool.areas[area_index]
+        with area.lock:
+            slot = self._search_area(pool, area_index, req)
+            if slot < 0:
+                return -1
+            low = orig_addr & dev.min_align_mask & SLOT_LOW_MASK
+            take_slots(pool, area_index, slot, req.nslots, size - low)
+        self._inc_used(req.nslots)
+        return slot
+
+    def find_slots(
+        self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int = 0, cpu: int = 0
+    ) -> tuple[IoTlbPool, int] | None:
+        """``swiotlb_find_slots`` over the listed pools (spec §3.2); growth is the policy's."""
+        if self.dynamic and self.profile.early_reject and size > MAX_SEGMENT_BYTES:
+            return None
+        if self.dynamic and self.profile.area_major:
+            for off in range(self.default_nareas):
+                for pool in self.pools:
+                    if off >= pool.nareas:
+                        continue
+                    a = (cpu + off) & (pool.nareas - 1)
+                    slot = self.search_pool_area(dev, pool, a, orig_addr, size, alloc_align_mask)
+                    if slot >= 0:
+                        return pool, slot
+            return None
+        for pool in self.pools:
+            start = cpu & (pool.nareas - 1)
+            a = start
+            while True:
+                slot = self.search_pool_area(dev, pool, a, orig_addr, size, alloc_align_mask)
+                if slot >= 0:
+                    return pool, slot
+                a += 1
+                if a >= pool.nareas:
+                    a = 0
+                if a == start:
+                    break
+        return None
+
+    # -- map and release -------------------------------------------------------------------
+    def tbl_map_single(
+        self,
+        dev: DmaParams,
+        orig_addr: int,
+        mapping_size: int,
+        alloc_align_mask: int = 0,
+        *,
+        cpu: int = 0,
+        alloc_size: int | None = None,
+    ) -> SlotMapping | MapRefused:
+        """``swiotlb_tbl_map_single`` without the copy (spec §3.1): choose and mark slots.
+
+        ``alloc_size`` exists only for generations <= 6.9 (default: ``mapping_size``).
+        """
+        if not self.nslabs:
+            return MapRefused(MapFailure.NO_POOL, mapping_size, 0, 0)
+        prof = self.profile
+        min_align = dev.min_align_mask & U32_MASK
+        if prof.pad_slots:
+            if alloc_size is not None:
+                raise TypeError(f"kernel profile {prof.name} has no alloc_size argument")
+            offset = orig_addr & min_align & ((alloc_align_mask & U32_MASK) | SLOT_LOW_MASK)
+            size = (mapping_size + offset + alloc_align_mask) & ~alloc_align_mask
+        else:
+            if alloc_size is None:
+                alloc_size = mapping_size
+            if mapping_size > alloc_size:
+                return MapRefused(MapFailure.INVALID_SIZES, alloc_size, self.nslabs, self.total_used)
+            offset = orig_addr & min_align & SLOT_LOW_MASK
+            size = alloc_size + offset
+        found = self.find_slots(dev, orig_addr, size, alloc_align_mask, cpu)
+        if found is None:
+            n = nr_slots(size)
+            too_large = n > IO_TLB_SEGSIZE or n > get_max_slots(dev.seg_boundary_mask)
+            cause = MapFailure.TOO_LARGE if too_large else MapFailure.FULL
+            shown = size if prof.pad_slots else alloc_size  # the 'sz' the kernel prints
+            return MapRefused(cause, shown if shown is not None else size, self.nslabs, self.total_used)
+        pool, slot = found
+        pad = offset >> IO_TLB_SHIFT
+        low = offset & SLOT_LOW_MASK
+        index = slot + pad
+        n = nr_slots(size)
+        pool.pad_slots[index] = pad
+        pool.orig_addr[index : slot + n] = range(
+            orig_addr, orig_addr + ((n - pad) << IO_TLB_SHIFT), IO_TLB_SIZE
+        )
+        return SlotMapping(pool.start + (index << IO_TLB_SHIFT) + low, pool, index, pad, n, size)
+
+    def release_slots(self, dev: DmaParams, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
+        """``swiotlb_release_slots`` (spec §3.6); returns the number of slots freed."""
+        if pool is None:
+            pool = self.find_pool(tlb_addr)
+        if pool is None or not pool.contains(tlb_addr):
+            raise ReleaseError(f"address {tlb_addr:#x} is not in any bounce pool")
+        low = tlb_addr & dev.min_align_mask & SLOT_LOW_MASK
+        index = (tlb_addr - low - pool.start) >> IO_TLB_SHIFT
+        if self.profile.pad_slots:
+            index -= pool.pad_slots[index]
+        area_index = index // pool.area_nslabs
+        area = pool.areas[area_index]
+        with area.lock:
+            if pool.list[index] != 0 or index < 0:
+                raise ReleaseError(f"slot {index} of {pool!r} (address {tlb_addr:#x}) is not in use")
+            n = nr_slots(pool.alloc_size[index] + low)
+            if n <= 0 or n > IO_TLB_SEGSIZE or any(pool.list[index : index + n]):
+                raise ReleaseError(
+                    f"address {tlb_addr:#x}: stored size does not describe a live buffer at slot {index}"
+                )
+            free_slots(pool, index, n)
+        if not pool.transient:
+            self._dec_used(n)
+        return n
+
+    # -- copies ----------------------------------------------------------------------------
+    def bounce_target(
+        self, dev: DmaParams, tlb_addr: int, size: int, pool: IoTlbPool | None = None
+    ) -> BounceSpan | None:
+        """Which original bytes a ``swiotlb_bounce`` at ``tlb_addr`` touches (spec §4.1).
+
+        None when the slot holds no original address (pad or free slot, ``swiotlb_alloc``).
+        """
+        if pool is None:
+            pool = self.find_pool(tlb_addr)
+            if pool is None:
+                return None
+        index = (tlb_addr - pool.start) >> IO_TLB_SHIFT
+        orig = pool.orig_addr[index]
+        if orig == INVALID_PHYS_ADDR:
+            return None
+        remaining = pool.alloc_size[index]
+        orig_off = orig & dev.min_align_mask & SLOT_LOW_MASK
+        tlb_off = tlb_addr & SLOT_LOW_MASK
+        if self.profile.signed_bounce:
+            d = tlb_off - orig_off
+            orig += d
+            remaining -= d
+            if size > remaining:
+                return BounceSpan(
+                    orig, tlb_addr, max(remaining, 0),
+                    f"Buffer overflow detected. Allocation size: {remaining}. Mapping size: {size}.",
+                )
+            return BounceSpan(orig, tlb_addr, size)
+        if tlb_off < orig_off:
+            return BounceSpan(
+                orig, tlb_addr, 0,
+                f"Access before mapping start detected. orig offset {orig_off}, requested offset {tlb_off}.",
+            )
+        tlb_off -= orig_off
+        if tlb_off > remaining:
+            return BounceSpan(
+                orig, tlb_addr, 0,
+                f"Buffer overflow detected. Allocation size: {remaining}. Mapping size: {size}+{tlb_off}.",
+            )
+        orig += tlb_off
+        remaining -= tlb_off
+        if size > remaining:
+            return BounceSpan(
+                orig, tlb_addr, remaining,
+                f"Buffer overflow detected. Allocation size: {remaining}. Mapping size: {size}.",
+            )
+        return BounceSpan(orig, tlb_addr, size)
+
+    # -- limits and counters ---------------------------------------------------------------
+    def max_mapping_size(self, dev: DmaParams) -> int:
+        """``swiotlb_max_mapping_size`` (spec §1.6): 256 KiB less the rounded min-align mask."""
+        m = dev.min_align_mask
+        min_align = -(-m // IO_TLB_SIZE) * IO_TLB_SIZE if m else 0
+        return MAX_SEGMENT_BYTES - min_align
+
+    def _inc_used(self, n: int) -> None:
+        with self.lock:
+            self.total_used += n
+            if self.total_used > self.used_hiwater:
+                self.used_hiwater = self.total_used
+
+    def _dec_used(self, n: int) -> None:
+        with self.lock:
+            self.total_used -= n
+
+    def reset_hiwater(self, value: int = 0) -> None:
+        """Writing debugfs ``io_tlb_used_hiwater``: only 0 is accepted (-EINVAL otherwise)."""
+        if value != 0:
+            raise ValueError("io_tlb_used_hiwater accepts only 0 (the kernel answers -EINVAL)")
+        with self.lock:
+            self.used_hiwater = 0
+
+    @property
+    def used(self) -> int:
+        return self.total_used
+
+    def counters(self) -> dict[str, int]:
+        """The debugfs files of ``/sys/kernel/debug/swiotlb`` (spec §5.7)."""
+        out = {"io_tlb_nslabs": self.nslabs, "io_tlb_used": self.total_used}
+        if self.profile.hiwater:
+            out["io_tlb_used_hiwater"] = self.used_hiwater
+        if self.dynamic and self.profile.transient_counter:
+            out["io_tlb_transient_nslabs"] = self.transient_nslabs
+        return out
+
+    def check_invariants(self) -> list[str]:
+        """Every broken invariant, as text (empty when the state is sound)."""
+        errors: list[str] = []
+        for pool in self.pools + self.transient_pools:
+            errors.extend(f"{pool!r}: {e}" for e in pool.free_run_errors())
+        listed = sum(p.used for p in self.pools)
+        if not self.transient_pools and listed != self.total_used:
+            errors.append(f"total_used={self.total_used} but areas hold {listed} slots")
+        return errors

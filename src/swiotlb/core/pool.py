@@ -1,0 +1,180 @@
+"""Slots, areas and pools: the kernel's ``io_tlb_slot``, ``io_tlb_area`` and ``io_tlb_pool``.
+
+Slot state is kept column-wise (spec §2.1) because the hot paths touch runs of slots:
+
+* ``list`` is a ``bytearray``: the free-run length of each slot inside its 128-slot segment
+  (0 = in use). Values never exceed 128, so a byte holds them and C-level slice assignment,
+  ``rfind`` and ``re`` searches work on it directly.
+* ``orig_addr``, ``alloc_size`` and ``pad_slots`` are plain lists of ints.
+
+Each area also keeps a two-level *upper-bound index* over its segments (the largest free run a
+segment, or a block of 64 segments, may hold). It never changes a decision; it only lets a
+search skip segments that cannot hold the request (see :mod:`swiotlb.core.search`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from swiotlb.core.constants import (
+    INVALID_PHYS_ADDR,
+    IO_TLB_SEGSIZE,
+    IO_TLB_SHIFT,
+    IO_TLB_SIZE,
+    is_power_of_two,
+)
+
+SEGS_PER_BLOCK = 64
+
+
+class PoolLayoutError(ValueError):
+    """A pool or area layout the kernel could not produce."""
+
+
+@dataclass(eq=False)
+class IoTlbArea:
+    """One area: a next-fit cursor, a used count and a lock (spec §2.2)."""
+
+    index: int = 0
+    used: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    segub: bytearray = field(default_factory=bytearray, repr=False)
+    blkub: bytearray = field(default_factory=bytearray, repr=False)
+
+
+class IoTlbPool:
+    """A contiguous run of slots with its areas (spec §2.3, §2.6).
+
+    ``start`` is the physical (and, in this model, DMA) address of slot 0; it must be page
+    aligned. ``list_capped`` selects the >= 6.7 initialisation that caps free runs at the pool
+    end (only visible in pools whose size is not a multiple of 128 slots).
+    """
+
+    __slots__ = (
+        "start",
+        "end",
+        "nslabs",
+        "nareas",
+        "area_nslabs",
+        "areas",
+        "list",
+        "orig_addr",
+        "alloc_size",
+        "pad_slots",
+        "late_alloc",
+        "transient",
+        "list_capped",
+        "name",
+    )
+
+    def __init__(
+        self,
+        start: int,
+        nslabs: int,
+        nareas: int = 1,
+        *,
+        late_alloc: bool = False,
+        transient: bool = False,
+        list_capped: bool = True,
+        name: str = "",
+    ) -> None:
+        if start < 0 or start % 4096:
+            raise PoolLayoutError(f"pool start {start:#x} is not a page-aligned address")
+        if nslabs <= 0:
+            raise PoolLayoutError(f"pool needs at least one slot, got nslabs={nslabs}")
+        if not is_power_of_two(nareas):
+            raise PoolLayoutError(f"nareas={nareas} is not a power of two")
+        if nslabs % nareas:
+            raise PoolLayoutError(f"nslabs={nslabs} is not divisible by nareas={nareas}")
+        if nareas > 1 and (nslabs // nareas) % IO_TLB_SEGSIZE:
+            raise PoolLayoutError(
+                f"area size {nslabs // nareas} slots is not a multiple of {IO_TLB_SEGSIZE}: "
+                "a segment would straddle two areas"
+            )
+        self.start = start
+        self.nslabs = nslabs
+        self.end = start + nslabs * IO_TLB_SIZE
+        self.nareas = nareas
+        self.area_nslabs = nslabs // nareas
+        self.late_alloc = late_alloc
+        self.transient = transient
+        self.list_capped = list_capped
+        self.name = name
+        self.list = bytearray(self._initial_list(0, nslabs))
+        self.orig_addr = [INVALID_PHYS_ADDR] * nslabs
+        self.alloc_size = [0] * nslabs
+        self.pad_slots = [0] * nslabs
+        self.areas = [IoTlbArea() for _ in range(nareas)]
+        for a, area in enumerate(self.areas):
+            self._reset_index(a, area)
+
+    def _initial_list(self, lo: int, hi: int) -> list[int]:
+        seg = IO_TLB_SEGSIZE
+        if self.list_capped:
+            return [min(seg - (i % seg), self.nslabs - i) for i in range(lo, hi)]
+        return [seg - (i % seg) for i in range(lo, hi)]
+
+    def _reset_index(self, a: int, area: IoTlbArea) -> None:
+        base = a * self.area_nslabs
+        nsegs = -(-self.area_nslabs // IO_TLB_SEGSIZE)
+        lst = self.list
+        area.segub = bytearray(
+            max(lst[base + (s << 7) : base + min((s + 1) << 7, self.area_nslabs)])
+            for s in range(nsegs)
+        )
+        nblocks = -(-nsegs // SEGS_PER_BLOCK)
+        area.blkub = bytearray(
+            max(area.segub[b * SEGS_PER_BLOCK : (b + 1) * SEGS_PER_BLOCK]) for b in range(nblocks)
+        )
+
+    # -- addresses -------------------------------------------------------------------------
+    def contains(self, paddr: int) -> bool:
+        return self.start <= paddr < self.end
+
+    def slot_addr(self, index: int) -> int:
+        return self.start + (index << IO_TLB_SHIFT)
+
+    def area_of(self, index: int) -> int:
+        return index // self.area_nslabs
+
+    @property
+    def used(self) -> int:
+        """Slots in use over all areas (unlocked sum, like the kernel's ``mem_used``)."""
+        return sum(a.used for a in self.areas)
+
+    # -- checks ----------------------------------------------------------------------------
+    def free_run_errors(self) -> list[str]:
+        """Where the ``list`` encoding breaks the invariant of spec §2.1 (empty when sound)."""
+        errors: list[str] = []
+        lst = self.list
+        n = self.nslabs
+        seg = IO_TLB_SEGSIZE
+        for i in range(n - 1, -1, -1):
+            if lst[i] == 0:
+                continue
+            last_in_seg = (i % seg) == seg - 1 or i == n - 1
+            nxt = 0 if last_in_seg else lst[i + 1]
+            if not self.list_capped and i == n - 1 and (i % seg) != seg - 1:
+                nxt = lst[i] - 1  # uncapped tail of a partial segment: accept the kernel's value
+            if lst[i] != nxt + 1:
+                errors.append(f"slot {i}: list={lst[i]} but next free run is {nxt}")
+                if len(errors) > 10:
+                    break
+        for a, area in enumerate(self.areas):
+            base = a * self.area_nslabs
+            in_use = self.area_nslabs - sum(1 for v in lst[base : base + self.area_nslabs] if v)
+            if in_use != area.used:
+                errors.append(f"area {a}: used={area.used} but {in_use} slots are in use")
+            for s, ub in enumerate(area.segub):
+                lo = base + (s << 7)
+                hi = base + min((s + 1) << 7, self.area_nslabs)
+                if max(lst[lo:hi]) > ub:
+                    errors.append(f"area {a} segment {s}: index bound {ub} below a free run")
+        return errors
+
+    def __repr__(self) -> str:
+        return (
+            f"IoTlbPool(start={self.start:#x}, nslabs={self.nslabs}, nareas={self.nareas}"
+            f"{', transient' if self.transient else ''})"
+        )

@@ -1,0 +1,338 @@
+"""Slot search inside one area, and the bookkeeping of taking and freeing slot runs.
+
+Two implementations of the same rules (spec §3.3, §3.4):
+
+* :func:`search_area_literal` transcribes the kernel's loop probe by probe. It is the reference,
+  used for unusual masks and by the tests as an oracle.
+* :func:`search_area_fast` reaches the same answer without probing every slot. For masks of the
+  form ``2**k - 1`` the aligned slots form an arithmetic progression, the counted loop visits
+  them in at most two passes (cursor to area end, then from 0 until the budget of
+  ``area_nslabs`` checks runs out), and each pass is a "first slot of this progression whose
+  ``list`` is >= n" query answered by ``re`` over the ``list`` bytes, skipping segments through
+  the per-area upper-bound index.
+
+Everything here runs with the area lock held by the caller; nothing here allocates or waits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from swiotlb.core.constants import INVALID_PHYS_ADDR, IO_TLB_SEGSIZE, IO_TLB_SHIFT, is_low_mask
+from swiotlb.core.pool import SEGS_PER_BLOCK, IoTlbArea, IoTlbPool
+from swiotlb.core.profiles import SearchMasks
+
+_SEG_SHIFT = 7  # log2(IO_TLB_SEGSIZE)
+_BLK_SHIFT = 6  # log2(SEGS_PER_BLOCK)
+assert 1 << _SEG_SHIFT == IO_TLB_SEGSIZE and 1 << _BLK_SHIFT == SEGS_PER_BLOCK
+
+# _AT_LEAST[n] finds the first byte >= n (n in 1..255).
+_AT_LEAST: list[re.Pattern[bytes]] = [re.compile(b"[\\x00-\\xff]")] + [
+    re.compile(b"[" + re.escape(bytes([n])) + b"-\\xff]") for n in range(1, 256)
+]
+
+
+class SearchDeadlock(RuntimeError):
+    """The modelled kernel's do/while search would spin forever holding the lock (<= 6.2)."""
+
+
+class PoolOverrun(RuntimeError):
+    """The modelled kernel would allocate past the end of a pool (CVE-2023-52790, < 6.7)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """One search, as the kernel computes it before taking an area lock."""
+
+    nslots: int
+    masks: SearchMasks
+    orig_addr: int
+    tbl_dma: int  # pool start in DMA space, masked by the segment boundary mask
+    shift: int  # nr_slots(tbl_dma): window phase of slot 0
+    max_slots: int  # slots per segment-boundary window (a power of two)
+
+
+def alignment_progression(req: SearchRequest) -> tuple[int, int] | None:
+    """``(Q, r)`` such that pool slot ``s`` is aligned iff ``s % Q == r``; None if no such form.
+
+    Holds when the alignment mask is a low mask and the min-align bits compared with
+    ``orig_addr`` are one contiguous run directly above it (every mask the kernel builds from
+    ``2**k - 1`` masks).
+    """
+    align = req.masks.align_mask
+    iotlb = req.masks.iotlb_mask
+    if not is_low_mask(align):
+        return None
+    a_bits = max(align.bit_length(), IO_TLB_SHIFT)
+    if req.orig_addr and iotlb:
+        lo = (iotlb & -iotlb).bit_length() - 1
+        hi = iotlb.bit_length()
+        if iotlb != (1 << hi) - (1 << lo) or lo > a_bits or lo < IO_TLB_SHIFT or iotlb & align:
+            return None
+        top = max(a_bits, hi)
+        target = req.orig_addr & iotlb
+    else:
+        top = a_bits
+        target = 0
+    q = 1 << (top - IO_TLB_SHIFT)
+    return q, ((target - req.tbl_dma) >> IO_TLB_SHIFT) % q
+
+
+def _crosses(slot: int, req: SearchRequest) -> bool:
+    return ((req.shift + slot) & (req.max_slots - 1)) + req.nslots > req.max_slots
+
+
+def _is_aligned(slot: int, req: SearchRequest) -> bool:
+    a = req.tbl_dma + (slot << IO_TLB_SHIFT)
+    m = req.masks
+    return not (a & m.align_mask) and not (
+        req.orig_addr and (a & m.iotlb_mask) != (req.orig_addr & m.iotlb_mask)
+    )
+
+
+def search_area_literal(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
+    """The >= 6.3 counted loop, probe by probe (spec §3.3). Returns a pool slot or -1."""
+    area = pool.areas[area_index]
+    n = req.nslots
+    nslabs = pool.area_nslabs
+    if n > nslabs - area.used:
+        return -1
+    base = area_index * nslabs
+    index = area.index
+    stride = req.masks.stride
+    lst = pool.list
+    checked = 0
+    while checked < nslabs:
+        slot = base + index
+        if not _is_aligned(slot, req):
+            index += 1
+            if index >= nslabs:
+                index = 0
+            checked += 1
+            continue
+        if not _crosses(slot, req) and lst[slot] >= n:
+            return slot
+        index += stride
+        if index >= nslabs:
+            index = 0
+        checked += stride
+    return -1
+
+
+def search_area_wrap(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
+    """The <= 6.2 do/while loop that stops when it comes back to its start (spec §3.4)."""
+    area = pool.areas[area_index]
+    n = req.nslots
+    nslabs = pool.area_nslabs
+    if n > nslabs - area.used:
+        return -1
+    base = area_index * nslabs
+    stride = req.masks.stride
+    index = -(-area.index // stride) * stride
+    if index >= nslabs:
+        index = 0
+    wrap = index
+    lst = pool.list
+    for _ in range(4 * nslabs + 4):
+        slot = base + index
+        if req.orig_addr and (
+            (req.tbl_dma + (slot << IO_TLB_SHIFT)) & req.masks.iotlb_mask
+        ) != (req.orig_addr & req.masks.iotlb_mask):
+            index += 1
+        else:
+            if not _crosses(slot, req) and lst[slot] >= n:
+                return slot
+            index += stride
+        if index >= nslabs:
+            index = 0
+        if index == wrap:
+            return -1
+    raise SearchDeadlock(
+        f"search for {n} slots (stride {stride}) never returns to its start index {wrap}: "
+        "the modelled kernel would spin with the area lock held"
+    )
+
+
+def _next_segment(area: IoTlbArea, seg: int, last_seg: int, n: int) -> int:
+    """First area segment in ``[seg, last_seg]`` whose upper bound is >= n, or -1."""
+    pat = _AT_LEAST[n]
+    segub = area.segub
+    blkub = area.blkub
+    blk = seg >> _BLK_SHIFT
+    blk_end = min((blk + 1) << _BLK_SHIFT, last_seg + 1)
+    m = pat.search(segub, seg, blk_end)
+    if m is not None:
+        return m.start()
+    last_blk = last_seg >> _BLK_SHIFT
+    blk += 1
+    while blk <= last_blk:
+        mb = pat.search(blkub, blk, last_blk + 1)
+        if mb is None:
+            return -1
+        blk = mb.start()
+        lo = blk << _BLK_SHIFT
+        full_end = min(lo + SEGS_PER_BLOCK, len(segub))
+        m = pat.search(segub, lo, min(full_end, last_seg + 1))
+        if m is not None:
+            return m.start()
+        if pat.search(segub, lo, full_end) is None:
+            blkub[blk] = n - 1  # every segment of the block is known to be short of n
+        blk += 1
+    return -1
+
+
+def _progression_find(pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, n: int) -> int:
+    """First area index ``p`` in ``lo, lo+step, ... < hi`` with ``list[p] >= n``, or -1."""
+    area = pool.areas[area_index]
+    nslabs = pool.area_nslabs
+    base = area_index * nslabs
+    lst = pool.list
+    pat = _AT_LEAST[n]
+    segub = area.segub
+    last_seg = (hi - 1) >> _SEG_SHIFT
+    p = lo
+    while p < hi:
+        seg = p >> _SEG_SHIFT
+        if segub[seg] < n:
+            seg = _next_segment(area, seg + 1, last_seg, n)
+            if seg < 0:
+                return -1
+            start = seg << _SEG_SHIFT
+            p += -(-(start - p) // step) * step
+            if p >= hi:
+                return -1
+            if p >> _SEG_SHIFT != seg:
+                continue  # the step jumped past this segment
+        seg_lo = seg << _SEG_SHIFT
+        seg_hi = min(seg_lo + IO_TLB_SEGSIZE, nslabs)
+        end = min(seg_hi, hi)
+        if step == 1:
+            m = pat.search(lst, base + p, base + end)
+            if m is not None:
+                return m.start() - base
+            if p == seg_lo and end == seg_hi:
+                segub[seg] = n - 1
+        else:
+            m = pat.search(lst[base + p : base + end : step])
+            if m is not None:
+                return p + m.start() * step
+            if pat.search(lst, base + seg_lo, base + seg_hi) is None:
+                segub[seg] = n - 1
+        p += -(-(end - p) // step) * step
+    return -1
+
+
+def search_area_fast(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
+    """Same answer as :func:`search_area_literal`, without probing slot by slot."""
+    progression = alignment_progression(req)
+    if progression is None:
+        return search_area_literal(pool, area_index, req)
+    area = pool.areas[area_index]
+    n = req.nslots
+    nslabs = pool.area_nslabs
+    if n > nslabs - area.used:
+        return -1
+    if n > IO_TLB_SEGSIZE or n > req.max_slots:
+        return -1  # no free run is that long, or every start crosses a window edge
+    q, r = progression
+    base = area_index * nslabs
+    stride = req.masks.stride
+    step = q * -(-stride // q)  # distance between consecutive aligned probes
+    residue = (r - base) % q
+    index = area.index
+    checked = 0
+    while checked < nslabs:
+        first = index + (residue - index) % q  # misaligned probes cost one check each
+        if first >= nslabs:
+            checked += nslabs - index
+            index = 0
+            continue
+        checked += first - index
+        if checked >= nslabs:
+            return -1
+        hi = min(nslabs, first + nslabs - checked)  # probes past hi exceed the budget
+        p = _fit_in_progression(pool, area_index, first, hi, step, req)
+        if p >= 0:
+            return base + p
+        if hi < nslabs:
+            return -1
+        last = first + (nslabs - 1 - first) // step * step
+        if last + stride >= nslabs:
+            checked += last - first + stride
+        else:
+            checked += nslabs - first
+        index = 0
+    return -1
+
+
+def _fit_in_progression(
+    pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, req: SearchRequest
+) -> int:
+    """First progression member with a long enough free run that crosses no window edge."""
+    base = area_index * pool.area_nslabs
+    n = req.nslots
+    window = req.max_slots
+    p = lo
+    while True:
+        p = _progression_find(pool, area_index, p, hi, step, n)
+        if p < 0 or n == 1:
+            return p
+        phase = (req.shift + base + p) & (window - 1)
+        if phase + n <= window:
+            return p
+        edge = p + window - phase  # every start before the edge crosses it too
+        p += -(-(edge - p) // step) * step
+        if p >= hi:
+            return -1
+
+
+def take_slots(pool: IoTlbPool, area_index: int, slot: int, nslots: int, first_alloc_size: int) -> None:
+    """Mark ``nslots`` slots from ``slot`` in use and fix the free run before them (spec §3.3)."""
+    end = slot + nslots
+    if end > pool.nslabs:
+        raise PoolOverrun(
+            f"allocation of {nslots} slots at slot {slot} runs past the end of {pool!r}"
+        )
+    lst = pool.list
+    lst[slot:end] = bytes(nslots)
+    pool.alloc_size[slot:end] = range(
+        first_alloc_size, first_alloc_size - (nslots << IO_TLB_SHIFT), -(1 << IO_TLB_SHIFT)
+    )
+    seg_lo = slot & ~(IO_TLB_SEGSIZE - 1)
+    if slot > seg_lo:
+        run = lst.rfind(0, seg_lo, slot) + 1 or seg_lo
+        if run < slot:
+            lst[run:slot] = bytes(range(slot - run, 0, -1))
+    area = pool.areas[area_index]
+    index = slot - area_index * pool.area_nslabs + nslots
+    area.index = 0 if index >= pool.area_nslabs else index
+    area.used += nslots
+
+
+def free_slots(pool: IoTlbPool, index: int, nslots: int) -> None:
+    """Release ``nslots`` slots from ``index`` and merge the free runs around them (spec §3.6)."""
+    lst = pool.list
+    end = index + nslots
+    seg_lo = index & ~(IO_TLB_SEGSIZE - 1)
+    seg_hi = seg_lo + IO_TLB_SEGSIZE
+    count = lst[end] if end < seg_hi and end < pool.nslabs else 0
+    top = count + nslots
+    lst[index:end] = bytes(range(top, count, -1))
+    pool.orig_addr[index:end] = [INVALID_PHYS_ADDR] * nslots
+    pool.alloc_size[index:end] = [0] * nslots
+    pool.pad_slots[index:end] = [0] * nslots
+    if index > seg_lo:
+        run = lst.rfind(0, seg_lo, index) + 1 or seg_lo
+        if run < index:
+            lst[run:index] = bytes(range(top + index - run, top, -1))
+            top += index - run
+    area_index = index // pool.area_nslabs
+    area = pool.areas[area_index]
+    area.used -= nslots
+    seg = (index - area_index * pool.area_nslabs) >> _SEG_SHIFT
+    if area.segub[seg] < top:
+        area.segub[seg] = top
+        blk = seg >> _BLK_SHIFT
+        if area.blkub[blk] < top:
+            area.blkub[blk] = top
