@@ -26,11 +26,13 @@ from swiotlb.core.constants import (
     nr_slots,
 )
 from swiotlb.core.pool import IoTlbPool, PoolLayoutError
-from swiotlb.core.profiles import DEFAULT_PROFILE, KernelProfile, get_profile
+from swiotlb.core.sizing import max_mapping_size
+from swiotlb.core.profiles import DEFAULT_PROFILE, KernelProfile, SearchMasks, get_profile
 from swiotlb.core.search import (
     SearchRequest,
+    fast_search,
     free_slots,
-    search_area_fast,
+    progression,
     search_area_literal,
     search_area_wrap,
     take_slots,
@@ -64,7 +66,7 @@ class MapFailure(str, Enum):
     NO_POOL = "no_pool"  # the allocator has no slots at all
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SlotMapping:
     """A successful slot allocation.
 
@@ -168,12 +170,10 @@ class IoTlbMem:
         self.default_nareas = default_nareas or max((p.nareas for p in pools), default=1)
         for pool in reversed(pools):
             self.add_pool(pool)
-        if self.profile.search_loop == "wrap":
-            self._search_area = search_area_wrap
-        elif fast:
-            self._search_area = search_area_fast
-        else:
-            self._search_area = search_area_literal
+        self._pad_slots = self.profile.pad_slots
+        self._fast = fast and self.profile.search_loop == "counted"
+        self._slow_search = search_area_wrap if self.profile.search_loop == "wrap" else search_area_literal
+        self._mask_cache: dict[tuple[int, int, bool], tuple[int, int, int, int, int, bool]] = {}
 
     # -- pools -----------------------------------------------------------------------------
     def add_pool(self, pool: IoTlbPool) -> None:
@@ -219,8 +219,33 @@ class IoTlbMem:
         return self.find_pool(paddr) is not None
 
     # -- search ----------------------------------------------------------------------------
-    def search_masks(self, dev: DmaParams, size: int, alloc_align_mask: int):  # type: ignore[no-untyped-def]
+    def search_masks(self, dev: DmaParams, size: int, alloc_align_mask: int) -> SearchMasks:
+        """The generation's masks and stride for one request (spec §3.3, §3.4)."""
         return self.profile.search_masks(size, dev.min_align_mask, alloc_align_mask, self.page_size)
+
+    def _masks(self, min_align: int, align: int, big: bool) -> tuple[int, int, int, int, int, bool]:
+        """Cached ``(align_mask, iotlb_mask, stride, q_plain, q_orig, regular)`` for a request.
+
+        The masks depend on the size only through the page rule (``big``), so a handful of
+        entries serve a whole replay. ``q_*`` are the alignment periods in slots without and
+        with the ``orig_addr`` comparison; ``regular`` says the aligned slots form one
+        arithmetic progression (see :func:`swiotlb.core.search.progression`).
+        """
+        key = (min_align, align, big)
+        cached = self._mask_cache.get(key)
+        if cached is None:
+            m = self.profile.search_masks(self.page_size if big else 0, min_align, align, self.page_size)
+            probe = progression(m.align_mask, m.iotlb_mask, 0, 0)
+            full = progression(m.align_mask, m.iotlb_mask, m.iotlb_mask, 0)
+            regular = probe is not None and full is not None
+            cached = (
+                m.align_mask, m.iotlb_mask, m.stride,
+                probe[0] if probe else 0, full[0] if full else 0, regular,
+            )
+            if len(self._mask_cache) > 4096:
+                self._mask_cache.clear()
+            self._mask_cache[key] = cached
+        return cached
 
     def _request(self, dev: DmaParams, pool: IoTlbPool, orig_addr: int, size: int, alloc_align_mask: int) -> SearchRequest:
         bmask = dev.seg_boundary_mask
@@ -234,21 +259,53 @@ class IoTlbMem:
             max_slots=get_max_slots(bmask),
         )
 
+    def _search_take(
+        self, dev: DmaParams, pool: IoTlbPool, area_index: int, orig_addr: int, size: int,
+        alloc_align_mask: int,
+    ) -> int:
+        """Search one area and take the slots, under the area lock; -1 if none fit."""
+        min_align = dev.min_align_mask & U32_MASK
+        am, im, stride, q_plain, q_orig, regular = self._masks(
+            min_align, alloc_align_mask & U32_MASK, size >= self.page_size
+        )
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        bmask = dev.seg_boundary_mask
+        tbl = pool.start & bmask
+        area = pool.areas[area_index]
+        lock = area.lock
+        lock.acquire()
+        try:
+            if regular and self._fast:
+                if orig_addr and im:
+                    q = q_orig
+                    target = orig_addr & im
+                else:
+                    q = q_plain
+                    target = 0
+                slot = fast_search(
+                    pool, area_index, n, q, ((target - tbl) >> IO_TLB_SHIFT) & (q - 1), stride,
+                    (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT, (bmask >> IO_TLB_SHIFT) + 1,
+                )
+            else:
+                req = SearchRequest(
+                    n, SearchMasks(am, im, stride), orig_addr, tbl,
+                    (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT, (bmask >> IO_TLB_SHIFT) + 1,
+                )
+                slot = self._slow_search(pool, area_index, req)
+            if slot < 0:
+                return -1
+            take_slots(pool, area_index, slot, n, size - (orig_addr & min_align & SLOT_LOW_MASK))
+        finally:
+            lock.release()
+        self._inc_used(n)
+        return slot
+
     def search_pool_area(
         self, dev: DmaParams, pool: IoTlbPool, area_index: int, orig_addr: int, size: int,
         alloc_align_mask: int = 0,
     ) -> int:
         """``swiotlb_search_pool_area``: search one area and take the slots; -1 if none fit."""
-        req = self._request(dev, pool, orig_addr, size, alloc_align_mask)
-        area = pool.areas[area_index]
-        with area.lock:
-            slot = self._search_area(pool, area_index, req)
-            if slot < 0:
-                return -1
-            low = orig_addr & dev.min_align_mask & SLOT_LOW_MASK
-            take_slots(pool, area_index, slot, req.nslots, size - low)
-        self._inc_used(req.nslots)
-        return slot
+        return self._search_take(dev, pool, area_index, orig_addr, size, alloc_align_mask)
 
     def find_slots(
         self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int = 0, cpu: int = 0
@@ -256,28 +313,34 @@ class IoTlbMem:
         """``swiotlb_find_slots`` over the listed pools (spec §3.2); growth is the policy's."""
         if self.dynamic and self.profile.early_reject and size > MAX_SEGMENT_BYTES:
             return None
+        search = self._search_take
+        pools = self.pools
+        if len(pools) == 1:
+            pool = pools[0]
+            start = cpu & (pool.nareas - 1)
+            slot = search(dev, pool, start, orig_addr, size, alloc_align_mask)
+            if slot >= 0:
+                return pool, slot
+            for off in range(1, pool.nareas):
+                slot = search(dev, pool, (start + off) & (pool.nareas - 1), orig_addr, size, alloc_align_mask)
+                if slot >= 0:
+                    return pool, slot
+            return None
         if self.dynamic and self.profile.area_major:
             for off in range(self.default_nareas):
-                for pool in self.pools:
+                for pool in pools:
                     if off >= pool.nareas:
                         continue
-                    a = (cpu + off) & (pool.nareas - 1)
-                    slot = self.search_pool_area(dev, pool, a, orig_addr, size, alloc_align_mask)
+                    slot = search(dev, pool, (cpu + off) & (pool.nareas - 1), orig_addr, size, alloc_align_mask)
                     if slot >= 0:
                         return pool, slot
             return None
-        for pool in self.pools:
+        for pool in pools:
             start = cpu & (pool.nareas - 1)
-            a = start
-            while True:
-                slot = self.search_pool_area(dev, pool, a, orig_addr, size, alloc_align_mask)
+            for off in range(pool.nareas):
+                slot = search(dev, pool, (start + off) & (pool.nareas - 1), orig_addr, size, alloc_align_mask)
                 if slot >= 0:
                     return pool, slot
-                a += 1
-                if a >= pool.nareas:
-                    a = 0
-                if a == start:
-                    break
         return None
 
     # -- map and release -------------------------------------------------------------------
@@ -297,11 +360,10 @@ class IoTlbMem:
         """
         if not self.nslabs:
             return MapRefused(MapFailure.NO_POOL, mapping_size, 0, 0)
-        prof = self.profile
         min_align = dev.min_align_mask & U32_MASK
-        if prof.pad_slots:
+        if self._pad_slots:
             if alloc_size is not None:
-                raise TypeError(f"kernel profile {prof.name} has no alloc_size argument")
+                raise TypeError(f"kernel profile {self.profile.name} has no alloc_size argument")
             offset = orig_addr & min_align & ((alloc_align_mask & U32_MASK) | SLOT_LOW_MASK)
             size = (mapping_size + offset + alloc_align_mask) & ~alloc_align_mask
         else:
@@ -312,46 +374,56 @@ class IoTlbMem:
             offset = orig_addr & min_align & SLOT_LOW_MASK
             size = alloc_size + offset
         found = self.find_slots(dev, orig_addr, size, alloc_align_mask, cpu)
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         if found is None:
-            n = nr_slots(size)
             too_large = n > IO_TLB_SEGSIZE or n > get_max_slots(dev.seg_boundary_mask)
             cause = MapFailure.TOO_LARGE if too_large else MapFailure.FULL
-            shown = size if prof.pad_slots else alloc_size  # the 'sz' the kernel prints
-            return MapRefused(cause, shown if shown is not None else size, self.nslabs, self.total_used)
+            shown = size if alloc_size is None else alloc_size  # the 'sz' the kernel prints
+            return MapRefused(cause, shown, self.nslabs, self.total_used)
         pool, slot = found
         pad = offset >> IO_TLB_SHIFT
-        low = offset & SLOT_LOW_MASK
         index = slot + pad
-        n = nr_slots(size)
-        pool.pad_slots[index] = pad
-        pool.orig_addr[index : slot + n] = range(
-            orig_addr, orig_addr + ((n - pad) << IO_TLB_SHIFT), IO_TLB_SIZE
-        )
-        return SlotMapping(pool.start + (index << IO_TLB_SHIFT) + low, pool, index, pad, n, size)
+        pool.head_orig_addr[slot] = orig_addr
+        if pad:
+            pool.head_pad[slot] = pad
+            pool.pad_slots[index] = pad
+        return SlotMapping(pool.start + (index << IO_TLB_SHIFT) + (offset & SLOT_LOW_MASK), pool, index, pad, n, size)
 
     def release_slots(self, dev: DmaParams, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
-        """``swiotlb_release_slots`` (spec §3.6); returns the number of slots freed."""
+        """``swiotlb_release_slots`` (spec §3.6); returns the number of slots freed.
+
+        Refuses (:class:`ReleaseError`, state untouched) an address that is not the start of
+        a live allocation, where the kernel would silently corrupt its free lists.
+        """
         if pool is None:
             pool = self.find_pool(tlb_addr)
-        if pool is None or not pool.contains(tlb_addr):
+        if pool is None or not pool.start <= tlb_addr < pool.end:
             raise ReleaseError(f"address {tlb_addr:#x} is not in any bounce pool")
         low = tlb_addr & dev.min_align_mask & SLOT_LOW_MASK
         index = (tlb_addr - low - pool.start) >> IO_TLB_SHIFT
-        if self.profile.pad_slots:
+        if self._pad_slots:
             index -= pool.pad_slots[index]
-        area_index = index // pool.area_nslabs
-        area = pool.areas[area_index]
-        with area.lock:
-            if pool.list[index] != 0 or index < 0:
-                raise ReleaseError(f"slot {index} of {pool!r} (address {tlb_addr:#x}) is not in use")
-            n = nr_slots(pool.alloc_size[index] + low)
-            if n <= 0 or n > IO_TLB_SEGSIZE or any(pool.list[index : index + n]):
+        if not 0 <= index < pool.nslabs:
+            raise ReleaseError(f"address {tlb_addr:#x} is not a live bounce buffer of {pool!r}")
+        area = pool.areas[index // pool.area_nslabs]
+        lock = area.lock
+        lock.acquire()
+        try:
+            n = (pool.head_alloc_size[index] + low + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+            if not pool.heads[index] or pool.list[index] or n != pool.head_nslots[index] or (
+                index + pool.head_pad[index] != (tlb_addr - low - pool.start) >> IO_TLB_SHIFT
+            ):
                 raise ReleaseError(
-                    f"address {tlb_addr:#x}: stored size does not describe a live buffer at slot {index}"
+                    f"address {tlb_addr:#x} (slot {index} of {pool!r}) is not a live bounce buffer"
                 )
             free_slots(pool, index, n)
+        finally:
+            lock.release()
         if not pool.transient:
-            self._dec_used(n)
+            lock = self.lock
+            lock.acquire()
+            self.total_used -= n
+            lock.release()
         return n
 
     # -- copies ----------------------------------------------------------------------------
@@ -367,10 +439,10 @@ class IoTlbMem:
             if pool is None:
                 return None
         index = (tlb_addr - pool.start) >> IO_TLB_SHIFT
-        orig = pool.orig_addr[index]
+        orig = pool.slot_orig_addr(index)
         if orig == INVALID_PHYS_ADDR:
             return None
-        remaining = pool.alloc_size[index]
+        remaining = pool.slot_alloc_size(index)
         orig_off = orig & dev.min_align_mask & SLOT_LOW_MASK
         tlb_off = tlb_addr & SLOT_LOW_MASK
         if self.profile.signed_bounce:
@@ -406,15 +478,15 @@ class IoTlbMem:
     # -- limits and counters ---------------------------------------------------------------
     def max_mapping_size(self, dev: DmaParams) -> int:
         """``swiotlb_max_mapping_size`` (spec §1.6): 256 KiB less the rounded min-align mask."""
-        m = dev.min_align_mask
-        min_align = -(-m // IO_TLB_SIZE) * IO_TLB_SIZE if m else 0
-        return MAX_SEGMENT_BYTES - min_align
+        return max_mapping_size(dev.min_align_mask)
 
     def _inc_used(self, n: int) -> None:
-        with self.lock:
-            self.total_used += n
-            if self.total_used > self.used_hiwater:
-                self.used_hiwater = self.total_used
+        lock = self.lock
+        lock.acquire()
+        used = self.total_used = self.total_used + n
+        if used > self.used_hiwater:
+            self.used_hiwater = used
+        lock.release()
 
     def _dec_used(self, n: int) -> None:
         with self.lock:

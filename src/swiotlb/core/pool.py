@@ -5,7 +5,14 @@ Slot state is kept column-wise (spec §2.1) because the hot paths touch runs of 
 * ``list`` is a ``bytearray``: the free-run length of each slot inside its 128-slot segment
   (0 = in use). Values never exceed 128, so a byte holds them and C-level slice assignment,
   ``rfind`` and ``re`` searches work on it directly.
-* ``orig_addr``, ``alloc_size`` and ``pad_slots`` are plain lists of ints.
+* The kernel writes ``orig_addr`` and ``alloc_size`` into every slot of an allocation, but
+  those values are an arithmetic function of the allocation's first slot (slot ``k`` holds
+  ``orig + 2048*k`` and ``alloc_size - 2048*k``). We store them once, at the allocation's
+  first slot (``head_*``), mark that slot in ``heads``, and derive the per-slot values on
+  demand (:meth:`IoTlbPool.slot_orig_addr`, :meth:`IoTlbPool.slot_alloc_size`). Allocations
+  never cross a segment, so the first slot of any in-use slot is one ``rfind`` away. This
+  keeps map and unmap O(1) in Python objects whatever the mapping size.
+* ``pad_slots`` is kept as the kernel keeps it: on the first data slot of an allocation.
 
 Each area also keeps a two-level *upper-bound index* over its segments (the largest free run a
 segment, or a block of 64 segments, may hold). It never changes a decision; it only lets a
@@ -59,8 +66,12 @@ class IoTlbPool:
         "area_nslabs",
         "areas",
         "list",
-        "orig_addr",
-        "alloc_size",
+        "view",
+        "heads",
+        "head_orig_addr",
+        "head_alloc_size",
+        "head_pad",
+        "head_nslots",
         "pad_slots",
         "late_alloc",
         "transient",
@@ -102,8 +113,12 @@ class IoTlbPool:
         self.list_capped = list_capped
         self.name = name
         self.list = bytearray(self._initial_list(0, nslabs))
-        self.orig_addr = [INVALID_PHYS_ADDR] * nslabs
-        self.alloc_size = [0] * nslabs
+        self.view = memoryview(self.list)  # same bytes; slice stores through it are cheaper
+        self.heads = bytearray(nslabs)  # 1 at the first slot of every live allocation
+        self.head_orig_addr = [INVALID_PHYS_ADDR] * nslabs  # orig_addr of the first data slot
+        self.head_alloc_size = [0] * nslabs  # alloc_size of the first (pad or data) slot
+        self.head_pad = bytearray(nslabs)  # padding slots in front of the data
+        self.head_nslots = bytearray(nslabs)  # slots held (<= 128)
         self.pad_slots = [0] * nslabs
         self.areas = [IoTlbArea() for _ in range(nareas)]
         for a, area in enumerate(self.areas):
@@ -137,6 +152,31 @@ class IoTlbPool:
 
     def area_of(self, index: int) -> int:
         return index // self.area_nslabs
+
+    # -- per-slot kernel fields, derived from the allocation's first slot ------------------
+    def allocation_start(self, index: int) -> int:
+        """First slot of the live allocation holding slot ``index``, or -1 if it is free."""
+        if self.list[index]:
+            return -1
+        return self.heads.rfind(1, index & -IO_TLB_SEGSIZE, index + 1)
+
+    def slot_alloc_size(self, index: int) -> int:
+        """``slots[index].alloc_size`` as the kernel has it (0 for a free slot)."""
+        head = self.allocation_start(index)
+        if head < 0:
+            return 0
+        return self.head_alloc_size[head] - ((index - head) << IO_TLB_SHIFT)
+
+    def slot_orig_addr(self, index: int) -> int:
+        """``slots[index].orig_addr`` (INVALID_PHYS_ADDR for free and padding slots)."""
+        head = self.allocation_start(index)
+        if head < 0:
+            return INVALID_PHYS_ADDR
+        data = head + self.head_pad[head]
+        orig = self.head_orig_addr[head]
+        if index < data or orig == INVALID_PHYS_ADDR:
+            return INVALID_PHYS_ADDR
+        return orig + ((index - data) << IO_TLB_SHIFT)
 
     @property
     def used(self) -> int:

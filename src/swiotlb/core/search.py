@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from swiotlb.core.constants import INVALID_PHYS_ADDR, IO_TLB_SEGSIZE, IO_TLB_SHIFT, is_low_mask
+from swiotlb.core.constants import INVALID_PHYS_ADDR, IO_TLB_SEGSIZE, IO_TLB_SHIFT
 from swiotlb.core.pool import SEGS_PER_BLOCK, IoTlbArea, IoTlbPool
 from swiotlb.core.profiles import SearchMasks
 
@@ -54,29 +54,8 @@ class SearchRequest:
 
 
 def alignment_progression(req: SearchRequest) -> tuple[int, int] | None:
-    """``(Q, r)`` such that pool slot ``s`` is aligned iff ``s % Q == r``; None if no such form.
-
-    Holds when the alignment mask is a low mask and the min-align bits compared with
-    ``orig_addr`` are one contiguous run directly above it (every mask the kernel builds from
-    ``2**k - 1`` masks).
-    """
-    align = req.masks.align_mask
-    iotlb = req.masks.iotlb_mask
-    if not is_low_mask(align):
-        return None
-    a_bits = max(align.bit_length(), IO_TLB_SHIFT)
-    if req.orig_addr and iotlb:
-        lo = (iotlb & -iotlb).bit_length() - 1
-        hi = iotlb.bit_length()
-        if iotlb != (1 << hi) - (1 << lo) or lo > a_bits or lo < IO_TLB_SHIFT or iotlb & align:
-            return None
-        top = max(a_bits, hi)
-        target = req.orig_addr & iotlb
-    else:
-        top = a_bits
-        target = 0
-    q = 1 << (top - IO_TLB_SHIFT)
-    return q, ((target - req.tbl_dma) >> IO_TLB_SHIFT) % q
+    """:func:`progression` for a :class:`SearchRequest`."""
+    return progression(req.masks.align_mask, req.masks.iotlb_mask, req.orig_addr, req.tbl_dma)
 
 
 def _crosses(slot: int, req: SearchRequest) -> bool:
@@ -223,24 +202,64 @@ def _progression_find(pool: IoTlbPool, area_index: int, lo: int, hi: int, step: 
     return -1
 
 
+def progression(align_mask: int, iotlb_mask: int, orig_addr: int, tbl_dma: int) -> tuple[int, int] | None:
+    """``(Q, r)`` such that pool slot ``s`` is aligned iff ``s % Q == r``; None if no such form.
+
+    Holds when the alignment mask is a low mask and the min-align bits compared with
+    ``orig_addr`` are one contiguous run directly above it (every mask the kernel builds from
+    ``2**k - 1`` masks).
+    """
+    if align_mask & (align_mask + 1):
+        return None
+    a_bits = align_mask.bit_length()
+    if a_bits < IO_TLB_SHIFT:
+        a_bits = IO_TLB_SHIFT
+    if orig_addr and iotlb_mask:
+        lo = (iotlb_mask & -iotlb_mask).bit_length() - 1
+        hi = iotlb_mask.bit_length()
+        if iotlb_mask != (1 << hi) - (1 << lo) or lo > a_bits or lo < IO_TLB_SHIFT or iotlb_mask & align_mask:
+            return None
+        top = a_bits if a_bits > hi else hi
+        target = orig_addr & iotlb_mask
+    else:
+        top = a_bits
+        target = 0
+    q = 1 << (top - IO_TLB_SHIFT)
+    return q, ((target - tbl_dma) >> IO_TLB_SHIFT) % q
+
+
 def search_area_fast(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
     """Same answer as :func:`search_area_literal`, without probing slot by slot."""
-    progression = alignment_progression(req)
-    if progression is None:
+    prog = progression(req.masks.align_mask, req.masks.iotlb_mask, req.orig_addr, req.tbl_dma)
+    if prog is None:
         return search_area_literal(pool, area_index, req)
+    return fast_search(pool, area_index, req.nslots, prog[0], prog[1], req.masks.stride, req.shift, req.max_slots)
+
+
+def fast_search(
+    pool: IoTlbPool, area_index: int, n: int, q: int, r: int, stride: int, shift: int, window: int
+) -> int:
+    """The counted loop of spec §3.3 for aligned slots ``s % q == r``; a pool slot or -1.
+
+    The loop visits aligned slots ``step`` apart from the first aligned slot at or after the
+    cursor to the area end, wraps to 0 (not modulo), and stops once it has counted
+    ``area_nslabs`` checks (a misaligned probe counts 1, an aligned one ``stride``). So it is
+    at most two passes over an arithmetic progression, each cut short by the budget.
+    """
     area = pool.areas[area_index]
-    n = req.nslots
     nslabs = pool.area_nslabs
-    if n > nslabs - area.used:
-        return -1
-    if n > IO_TLB_SEGSIZE or n > req.max_slots:
-        return -1  # no free run is that long, or every start crosses a window edge
-    q, r = progression
+    if n > nslabs - area.used or n > IO_TLB_SEGSIZE or n > window:
+        return -1  # quick reject, or no free run is that long / every start crosses an edge
     base = area_index * nslabs
-    stride = req.masks.stride
-    step = q * -(-stride // q)  # distance between consecutive aligned probes
-    residue = (r - base) % q
     index = area.index
+    residue = (r - base) % q
+    first = index + (residue - index) % q
+    if first < nslabs and first - index < nslabs:
+        # the common case: the first aligned probe already fits
+        slot = base + first
+        if pool.list[slot] >= n and ((shift + slot) & (window - 1)) + n <= window:
+            return slot
+    step = q * -(-stride // q)  # distance between consecutive aligned probes
     checked = 0
     while checked < nslabs:
         first = index + (residue - index) % q  # misaligned probes cost one check each
@@ -251,8 +270,8 @@ def search_area_fast(pool: IoTlbPool, area_index: int, req: SearchRequest) -> in
         checked += first - index
         if checked >= nslabs:
             return -1
-        hi = min(nslabs, first + nslabs - checked)  # probes past hi exceed the budget
-        p = _fit_in_progression(pool, area_index, first, hi, step, req)
+        hi = nslabs if checked <= first else first + nslabs - checked  # budget limit
+        p = _fit_in_progression(pool, area_index, first, hi, step, n, shift, window)
         if p >= 0:
             return base + p
         if hi < nslabs:
@@ -267,18 +286,16 @@ def search_area_fast(pool: IoTlbPool, area_index: int, req: SearchRequest) -> in
 
 
 def _fit_in_progression(
-    pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, req: SearchRequest
+    pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, n: int, shift: int, window: int
 ) -> int:
     """First progression member with a long enough free run that crosses no window edge."""
     base = area_index * pool.area_nslabs
-    n = req.nslots
-    window = req.max_slots
     p = lo
     while True:
         p = _progression_find(pool, area_index, p, hi, step, n)
         if p < 0 or n == 1:
             return p
-        phase = (req.shift + base + p) & (window - 1)
+        phase = (shift + base + p) & (window - 1)
         if phase + n <= window:
             return p
         edge = p + window - phase  # every start before the edge crosses it too
@@ -287,23 +304,34 @@ def _fit_in_progression(
             return -1
 
 
+# Byte strings reused by the hot paths: _ZEROS[n] is n zero bytes, _DESC[k] is k, k-1, ..., 1.
+_ZEROS = [bytes(n) for n in range(IO_TLB_SEGSIZE + 1)]
+_DESC = [memoryview(bytes(range(k, 0, -1))) for k in range(IO_TLB_SEGSIZE + 1)]
+
+
 def take_slots(pool: IoTlbPool, area_index: int, slot: int, nslots: int, first_alloc_size: int) -> None:
-    """Mark ``nslots`` slots from ``slot`` in use and fix the free run before them (spec §3.3)."""
+    """Mark ``nslots`` slots from ``slot`` in use and fix the free run before them (spec §3.3).
+
+    The allocation's ``alloc_size`` is recorded once, at its first slot (see
+    :mod:`swiotlb.core.pool`); ``orig_addr`` stays invalid until the caller sets it.
+    """
     end = slot + nslots
     if end > pool.nslabs:
         raise PoolOverrun(
             f"allocation of {nslots} slots at slot {slot} runs past the end of {pool!r}"
         )
-    lst = pool.list
-    lst[slot:end] = bytes(nslots)
-    pool.alloc_size[slot:end] = range(
-        first_alloc_size, first_alloc_size - (nslots << IO_TLB_SHIFT), -(1 << IO_TLB_SHIFT)
-    )
-    seg_lo = slot & ~(IO_TLB_SEGSIZE - 1)
+    view = pool.view
+    view[slot:end] = _ZEROS[nslots]
+    pool.heads[slot] = 1
+    pool.head_alloc_size[slot] = first_alloc_size
+    pool.head_nslots[slot] = nslots
+    pool.head_orig_addr[slot] = INVALID_PHYS_ADDR
+    pool.head_pad[slot] = 0
+    seg_lo = slot & -IO_TLB_SEGSIZE
     if slot > seg_lo:
-        run = lst.rfind(0, seg_lo, slot) + 1 or seg_lo
+        run = pool.list.rfind(0, seg_lo, slot) + 1 or seg_lo
         if run < slot:
-            lst[run:slot] = bytes(range(slot - run, 0, -1))
+            view[run:slot] = _DESC[slot - run]
     area = pool.areas[area_index]
     index = slot - area_index * pool.area_nslabs + nslots
     area.index = 0 if index >= pool.area_nslabs else index
@@ -313,20 +341,21 @@ def take_slots(pool: IoTlbPool, area_index: int, slot: int, nslots: int, first_a
 def free_slots(pool: IoTlbPool, index: int, nslots: int) -> None:
     """Release ``nslots`` slots from ``index`` and merge the free runs around them (spec §3.6)."""
     lst = pool.list
+    view = pool.view
     end = index + nslots
-    seg_lo = index & ~(IO_TLB_SEGSIZE - 1)
-    seg_hi = seg_lo + IO_TLB_SEGSIZE
-    count = lst[end] if end < seg_hi and end < pool.nslabs else 0
+    seg_lo = index & -IO_TLB_SEGSIZE
+    count = lst[end] if end < seg_lo + IO_TLB_SEGSIZE and end < pool.nslabs else 0
     top = count + nslots
-    lst[index:end] = bytes(range(top, count, -1))
-    pool.orig_addr[index:end] = [INVALID_PHYS_ADDR] * nslots
-    pool.alloc_size[index:end] = [0] * nslots
-    pool.pad_slots[index:end] = [0] * nslots
+    view[index:end] = _DESC[top][:nslots]
+    pool.heads[index] = 0
+    pad = pool.head_pad[index]
+    if pad:
+        pool.pad_slots[index + pad] = 0
     if index > seg_lo:
         run = lst.rfind(0, seg_lo, index) + 1 or seg_lo
         if run < index:
-            lst[run:index] = bytes(range(top + index - run, top, -1))
             top += index - run
+            view[run:index] = _DESC[top][: index - run]
     area_index = index // pool.area_nslabs
     area = pool.areas[area_index]
     area.used -= nslots
