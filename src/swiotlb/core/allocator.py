@@ -39,6 +39,11 @@ from swiotlb.core.search import (
 )
 
 
+# (nslots, align_mask, iotlb_mask, stride, period, target, fast, boundary_mask, window,
+#  first_alloc_size, orig_addr): one request, precomputed once for every area it visits.
+_Plan = tuple[int, int, int, int, int, int, bool, int, int, int, int]
+
+
 class DmaParams(Protocol):
     """What the allocator needs to know about a device (``dma_parms``)."""
 
@@ -90,6 +95,7 @@ class MapRefused:
     size: int
     total: int
     used: int
+    mapping_size: int = 0
 
     @property
     def message(self) -> str:
@@ -99,7 +105,7 @@ class MapRefused:
                 "the DMA bounce buffer"
             )
         if self.cause is MapFailure.INVALID_SIZES:
-            return f"Invalid sizes (sz: {self.size} bytes)"
+            return f"Invalid sizes (mapping: {self.mapping_size} bytes, alloc: {self.size} bytes)"
         return (
             f"swiotlb buffer is full (sz: {self.size} bytes), total {self.total} (slots), "
             f"used {self.used} (slots)"
@@ -259,42 +265,40 @@ class IoTlbMem:
             max_slots=get_max_slots(bmask),
         )
 
-    def _search_take(
-        self, dev: DmaParams, pool: IoTlbPool, area_index: int, orig_addr: int, size: int,
-        alloc_align_mask: int,
-    ) -> int:
-        """Search one area and take the slots, under the area lock; -1 if none fit."""
+    def _plan(self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int) -> _Plan:
+        """Everything about a request that does not depend on the pool, computed once."""
         min_align = dev.min_align_mask & U32_MASK
         am, im, stride, q_plain, q_orig, regular = self._masks(
             min_align, alloc_align_mask & U32_MASK, size >= self.page_size
         )
-        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        if orig_addr and im:
+            q, target = q_orig, orig_addr & im
+        else:
+            q, target = q_plain, 0
         bmask = dev.seg_boundary_mask
+        return (
+            (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT, am, im, stride, q, target,
+            regular and self._fast, bmask, (bmask >> IO_TLB_SHIFT) + 1,
+            size - (orig_addr & min_align & SLOT_LOW_MASK), orig_addr,
+        )
+
+    def _search_take(self, pool: IoTlbPool, area_index: int, plan: _Plan) -> int:
+        """Search one area and take the slots, under the area lock; -1 if none fit."""
+        n, am, im, stride, q, target, fast, bmask, window, first_alloc, orig_addr = plan
         tbl = pool.start & bmask
-        area = pool.areas[area_index]
-        lock = area.lock
+        shift = (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        lock = pool.areas[area_index].lock
         lock.acquire()
         try:
-            if regular and self._fast:
-                if orig_addr and im:
-                    q = q_orig
-                    target = orig_addr & im
-                else:
-                    q = q_plain
-                    target = 0
-                slot = fast_search(
-                    pool, area_index, n, q, ((target - tbl) >> IO_TLB_SHIFT) & (q - 1), stride,
-                    (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT, (bmask >> IO_TLB_SHIFT) + 1,
-                )
+            if fast:
+                residue = ((target - tbl) >> IO_TLB_SHIFT) & (q - 1)
+                slot = fast_search(pool, area_index, n, q, residue, stride, shift, window)
             else:
-                req = SearchRequest(
-                    n, SearchMasks(am, im, stride), orig_addr, tbl,
-                    (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT, (bmask >> IO_TLB_SHIFT) + 1,
-                )
+                req = SearchRequest(n, SearchMasks(am, im, stride), orig_addr, tbl, shift, window)
                 slot = self._slow_search(pool, area_index, req)
             if slot < 0:
                 return -1
-            take_slots(pool, area_index, slot, n, size - (orig_addr & min_align & SLOT_LOW_MASK))
+            take_slots(pool, area_index, slot, n, first_alloc)
         finally:
             lock.release()
         self._inc_used(n)
@@ -305,7 +309,7 @@ class IoTlbMem:
         alloc_align_mask: int = 0,
     ) -> int:
         """``swiotlb_search_pool_area``: search one area and take the slots; -1 if none fit."""
-        return self._search_take(dev, pool, area_index, orig_addr, size, alloc_align_mask)
+        return self._search_take(pool, area_index, self._plan(dev, orig_addr, size, alloc_align_mask))
 
     def find_slots(
         self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int = 0, cpu: int = 0
@@ -313,34 +317,24 @@ class IoTlbMem:
         """``swiotlb_find_slots`` over the listed pools (spec §3.2); growth is the policy's."""
         if self.dynamic and self.profile.early_reject and size > MAX_SEGMENT_BYTES:
             return None
+        plan = self._plan(dev, orig_addr, size, alloc_align_mask)
         search = self._search_take
         pools = self.pools
-        if len(pools) == 1:
-            pool = pools[0]
-            start = cpu & (pool.nareas - 1)
-            slot = search(dev, pool, start, orig_addr, size, alloc_align_mask)
-            if slot >= 0:
-                return pool, slot
-            for off in range(1, pool.nareas):
-                slot = search(dev, pool, (start + off) & (pool.nareas - 1), orig_addr, size, alloc_align_mask)
-                if slot >= 0:
-                    return pool, slot
-            return None
-        if self.dynamic and self.profile.area_major:
-            for off in range(self.default_nareas):
-                for pool in pools:
-                    if off >= pool.nareas:
-                        continue
-                    slot = search(dev, pool, (cpu + off) & (pool.nareas - 1), orig_addr, size, alloc_align_mask)
+        if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
+            for pool in pools:  # pool-major: every area of a pool before the next pool
+                mask = pool.nareas - 1
+                start = cpu & mask
+                for off in range(pool.nareas):
+                    slot = search(pool, (start + off) & mask, plan)
                     if slot >= 0:
                         return pool, slot
             return None
-        for pool in pools:
-            start = cpu & (pool.nareas - 1)
-            for off in range(pool.nareas):
-                slot = search(dev, pool, (start + off) & (pool.nareas - 1), orig_addr, size, alloc_align_mask)
-                if slot >= 0:
-                    return pool, slot
+        for off in range(self.default_nareas):  # area-major (>= 6.8)
+            for pool in pools:
+                if off < pool.nareas:
+                    slot = search(pool, (cpu + off) & (pool.nareas - 1), plan)
+                    if slot >= 0:
+                        return pool, slot
         return None
 
     # -- map and release -------------------------------------------------------------------
@@ -370,7 +364,9 @@ class IoTlbMem:
             if alloc_size is None:
                 alloc_size = mapping_size
             if mapping_size > alloc_size:
-                return MapRefused(MapFailure.INVALID_SIZES, alloc_size, self.nslabs, self.total_used)
+                return MapRefused(
+                    MapFailure.INVALID_SIZES, alloc_size, self.nslabs, self.total_used, mapping_size
+                )
             offset = orig_addr & min_align & SLOT_LOW_MASK
             size = alloc_size + offset
         found = self.find_slots(dev, orig_addr, size, alloc_align_mask, cpu)
@@ -478,6 +474,8 @@ class IoTlbMem:
     # -- limits and counters ---------------------------------------------------------------
     def max_mapping_size(self, dev: DmaParams) -> int:
         """``swiotlb_max_mapping_size`` (spec §1.6): 256 KiB less the rounded min-align mask."""
+        if not self.profile.min_align_limits_size:
+            return MAX_SEGMENT_BYTES
         return max_mapping_size(dev.min_align_mask)
 
     def _inc_used(self, n: int) -> None:

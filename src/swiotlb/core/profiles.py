@@ -89,6 +89,7 @@ class KernelProfile:
     transient_counter: bool  # debugfs io_tlb_transient_nslabs (>= 6.9)
     dynamic_available: bool  # CONFIG_SWIOTLB_DYNAMIC exists (>= 6.6)
     list_max: int  # width of slots[].list (u32 until 6.8, u16 after)
+    min_align_limits_size: bool = True  # max mapping size less the min-align mask (by 6.1)
 
 
 V6_12 = KernelProfile(
@@ -146,6 +147,7 @@ V5_15 = KernelProfile(
     transient_counter=False,
     dynamic_available=False,
     list_max=U32_MASK,
+    min_align_limits_size=False,
 )
 
 PROFILES: dict[str, KernelProfile] = {p.name: p for p in (V6_12, V6_6, V5_15)}

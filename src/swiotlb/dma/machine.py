@@ -1,0 +1,225 @@
+"""The public facade: a machine with RAM, a boot-time bounce pool, devices and CPU buffers.
+
+Boot follows spec §1.5: the default pool is sized by :func:`swiotlb.core.sizing.plan_boot_pool`
+(x86: a pool when RAM reaches above 4 GiB, in CoCo guests, or with ``swiotlb=force``) and placed
+by the range allocator in low memory (below 4 GiB; anywhere in a CoCo guest, SWIOTLB_ANY). The
+first 1 MiB of RAM is reserved, as x86 reserves it for firmware, so no buffer sits at address 0.
+The allocator is the static boot pool (:class:`~swiotlb.policies.StaticPolicy`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Iterable
+
+from swiotlb.core import IoTlbMem, IoTlbPool, KernelProfile
+from swiotlb.core.constants import IO_TLB_SHIFT
+from swiotlb.core.sizing import PoolPlan, plan_boot_pool, x86_needs_swiotlb
+from swiotlb.dma.device import DEFAULT_MAX_SEGMENT_SIZE, PCI_SEG_BOUNDARY_MASK, Device
+from swiotlb.dma.direct import DmaDirect
+from swiotlb.dma.events import EventBus
+from swiotlb.dma.ratelimit import Clock
+from swiotlb.dma.types import dma_bit_mask
+from swiotlb.memory import PhysicalMemory, RangeAllocator
+from swiotlb.policies import BouncePolicy, StaticPolicy
+
+log = logging.getLogger("swiotlb")
+
+LOW_RESERVED = 1 << 20  # x86 keeps the first 1 MiB for firmware
+LOW_MEMORY_LIMIT = (1 << 32) - 1  # ARCH_LOW_ADDRESS_LIMIT: memblock_alloc_low stays below 4 GiB
+_SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string such as ``"2G"``, ``"512M"``, ``"16GiB"``, ``"4096"``."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.fullmatch(value)
+    if m is None:
+        raise ValueError(f"cannot read {value!r} as a size (examples: 4096, 512M, 2G, 16GiB)")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
+
+
+class CpuBuffer:
+    """A CPU-owned buffer in guest RAM (what a driver would kmalloc or get from the page allocator)."""
+
+    __slots__ = ("phys_addr", "size", "_machine")
+
+    def __init__(self, machine: Machine, phys_addr: int, size: int) -> None:
+        self.phys_addr = phys_addr
+        self.size = size
+        self._machine = machine
+
+    def _span(self, offset: int, n: int) -> None:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise IndexError(
+                f"buffer at {self.phys_addr:#x} holds {self.size} bytes; [{offset}, {offset + n}) is outside it"
+            )
+
+    def read(self, offset: int = 0, n: int | None = None) -> bytes:
+        n = self.size - offset if n is None else n
+        self._span(offset, n)
+        return self._machine.memory.read(self.phys_addr + offset, n)
+
+    def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
+        self._span(offset, len(data))
+        self._machine.memory.write(self.phys_addr + offset, data)
+
+    def fill(self, value: int = 0) -> None:
+        self._machine.memory.fill(self.phys_addr, self.size, value)
+
+    def free(self) -> None:
+        self._machine.free(self)
+
+    def __repr__(self) -> str:
+        return f"CpuBuffer(phys_addr={self.phys_addr:#x}, size={self.size})"
+
+
+class Machine:
+    """A guest: RAM, CPUs, a kernel profile, the boot bounce pool, devices.
+
+    ``cmdline`` is a kernel command line (only ``swiotlb=`` matters). ``clock`` returns
+    nanoseconds and drives message rate limits (default ``time.monotonic_ns``). ``reserved``
+    lists extra ``(start, size)`` ranges taken out of RAM before the pool is placed (firmware
+    holes), which also lets a test push the pool above a device's reach.
+    """
+
+    def __init__(
+        self,
+        ram: int | str = "2G",
+        cpus: int = 1,
+        page_size: int = 4096,
+        coco: bool = False,
+        profile: str | KernelProfile = "v6.12",
+        cmdline: str = "",
+        arch: str = "x86_64",
+        clock: Clock | None = None,
+        *,
+        reserved: Iterable[tuple[int, int]] = (),
+    ) -> None:
+        ram_bytes = parse_size(ram)
+        if cpus < 1:
+            raise ValueError(f"a machine needs at least one CPU, got cpus={cpus}")
+        self.cpus = cpus
+        self.coco = coco
+        self.arch = arch
+        self.clock: Clock = clock if clock is not None else time.monotonic_ns
+        self.memory = PhysicalMemory(ram_bytes, page_size)
+        self.ranges = RangeAllocator(ram_bytes, page_size=page_size)
+        self.ranges.reserve(0, LOW_RESERVED)
+        for start, size in reserved:
+            self.ranges.reserve(start, size)
+        self.events = EventBus()
+        self.plan, pool_start = self._boot_pool(ram_bytes, cmdline, page_size)
+        pools = []
+        if self.plan.enabled:
+            pools.append(IoTlbPool(pool_start, self.plan.nslabs, self.plan.nareas, name="default"))
+        mem = IoTlbMem(
+            pools, profile, page_size=page_size, force_bounce=self.plan.force_bounce,
+            default_nareas=self.plan.nareas or None,
+        )
+        self.policy: BouncePolicy = StaticPolicy(mem)
+        self.dma = DmaDirect(self.memory, self.policy, self.events, clock=self.clock, coco=coco)
+        self._devices: dict[str, Device] = {}
+        self._lock = threading.Lock()
+
+    def _boot_pool(self, ram_bytes: int, cmdline: str, page_size: int) -> tuple[PoolPlan, int]:
+        """``swiotlb_init_remap``: size the pool, then take it from low memory (spec §1.5)."""
+        if self.arch == "x86_64":
+            needs = x86_needs_swiotlb(ram_bytes, self.coco)
+        else:
+            needs = ram_bytes > LOW_MEMORY_LIMIT + 1
+        limit = None if self.coco else LOW_MEMORY_LIMIT
+        contiguous = self.ranges.largest_free(limit, page_size)
+
+        def plan(pool_base: int | None = None) -> PoolPlan:
+            return plan_boot_pool(
+                ram_bytes=ram_bytes, possible_cpus=self.cpus, cmdline=cmdline, coco=self.coco, arch=self.arch,
+                page_size=page_size, needs_bounce=needs, low_mem_contiguous=contiguous, any_memory=self.coco,
+                pool_base=pool_base,
+            )
+
+        first = plan()
+        if not first.enabled:
+            for line in first.log:
+                log.info("%s", line)
+            return first, 0
+        start = self.ranges.alloc(first.nslabs << IO_TLB_SHIFT, page_size, limit)
+        final = plan(start)  # the same plan, now with the address for the "mapped [mem ...]" line
+        for line in final.log:
+            log.info("%s", line)
+        return final, start
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def mem(self) -> IoTlbMem:
+        """The allocator (``io_tlb_mem``) of the machine's policy."""
+        return self.policy.mem
+
+    @property
+    def profile(self) -> KernelProfile:
+        return self.policy.mem.profile
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The debugfs counters (``/sys/kernel/debug/swiotlb``), empty without a pool (spec §5.7)."""
+        return self.policy.counters()
+
+    @property
+    def devices(self) -> dict[str, Device]:
+        with self._lock:
+            return dict(self._devices)
+
+    @property
+    def pool(self) -> IoTlbPool | None:
+        """The default (boot) pool, or None."""
+        pools = self.policy.mem.pools
+        return pools[-1] if pools else None
+
+    # -- devices ---------------------------------------------------------------------------
+    def add_device(
+        self,
+        name: str,
+        *,
+        dma_mask: int = dma_bit_mask(64),
+        bus_dma_limit: int = 0,
+        min_align_mask: int = 0,
+        seg_boundary_mask: int = PCI_SEG_BOUNDARY_MASK,
+        coherent: bool = True,
+        max_segment_size: int = DEFAULT_MAX_SEGMENT_SIZE,
+    ) -> Device:
+        dev = Device(
+            name, dma_mask=dma_mask, bus_dma_limit=bus_dma_limit, min_align_mask=min_align_mask,
+            seg_boundary_mask=seg_boundary_mask, coherent=coherent, max_segment_size=max_segment_size,
+            engine=self.dma, on_remove=self._forget,
+        )
+        with self._lock:
+            if name in self._devices:
+                raise ValueError(f"a device named {name!r} already exists")
+            self._devices[name] = dev
+        self.policy.attach_device(dev)
+        return dev
+
+    def _forget(self, dev: Device) -> None:
+        with self._lock:
+            if self._devices.get(dev.name) is dev:
+                del self._devices[dev.name]
+
+    # -- CPU memory ------------------------------------------------------------------------
+    def alloc(self, size: int, *, align: int | None = None, limit: int | None = None) -> CpuBuffer:
+        """A CPU buffer of ``size`` bytes (page aligned by default), ending at or below ``limit``."""
+        return CpuBuffer(self, self.ranges.alloc(size, align, limit), size)
+
+    def free(self, buf: CpuBuffer) -> None:
+        self.ranges.free(buf.phys_addr)
+
+    def __repr__(self) -> str:
+        pool = self.pool
+        where = f"pool {pool.start:#x}-{pool.end:#x}" if pool else "no pool"
+        return (
+            f"Machine(ram={self.memory.size:#x}, cpus={self.cpus}, profile={self.profile.name}, "
+            f"{where}, force={self.policy.mem.force_bounce})"
+        )

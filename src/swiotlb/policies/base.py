@@ -1,0 +1,172 @@
+"""The interface between the DMA layer and whatever provides bounce slots.
+
+The DMA layer (:mod:`swiotlb.dma.direct`) decides *whether* to bounce (spec §4.4) and does the
+byte copies (§4.1, §4.2); a :class:`BouncePolicy` decides *where* the bounce buffer lives and
+owns the :class:`~swiotlb.core.IoTlbMem` it allocates from. Every pool design of the project —
+the fixed boot pool (:class:`~swiotlb.policies.static.StaticPolicy`), the RFC v1 per-mapping
+buffers (§7.3), the 6.6 dynamic pools with growth worker and transient pools (§5.3-§5.5), and
+experimental lending/adaptive schemes — sits behind these calls, so the DMA layer never changes.
+
+What the interface hands a policy, and why:
+
+* ``dev`` (:class:`PolicyDevice`): the min-align and segment-boundary masks the slot search
+  needs, and ``dma_limit`` — the highest address the device reaches — which tells a growing
+  policy where new pool memory must come from (``swiotlb_alloc_pool``'s ``phys_limit``, §5.5).
+* ``cpu``: selects the first area searched (§3.2).
+* ``may_sleep``: whether the caller may block (``GFP_KERNEL`` vs ``GFP_NOWAIT``; RFC v1
+  ``DMA_ATTR_MAY_SLEEP``, §7.3). A policy that allocates memory at map time uses it to choose
+  between a synchronous allocation and an atomic-only path.
+* ``attrs``: the caller's DMA attributes (e.g. NO_WARN silences a policy's own messages).
+* :meth:`BouncePolicy.on_map_failure`: called by :meth:`BouncePolicy.map` when the slot search
+  failed; it may schedule growth and/or return a mapping from a fallback (a transient pool).
+* :meth:`BouncePolicy.find_pool` and :meth:`BouncePolicy.release` take the device because
+  transient pools hang off the device, not off ``mem.pools`` (§5.5, §5.6).
+* :meth:`BouncePolicy.attach_device` / :meth:`BouncePolicy.detach_device`: per-device state.
+* :meth:`BouncePolicy.run_deferred`: the one deterministic point where deferred work (the 6.6
+  growth worker) runs; the simulator calls it, the DMA layer never does.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Protocol
+
+from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+
+
+class PolicyDevice(Protocol):
+    """What a policy may ask about a device (the DMA layer's ``Device`` satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def min_align_mask(self) -> int: ...
+
+    @property
+    def seg_boundary_mask(self) -> int: ...
+
+    @property
+    def dma_limit(self) -> int:
+        """``min_not_zero(dma_mask, bus_dma_limit)``: the highest address the device reaches."""
+        ...
+
+
+class BouncePolicy(ABC):
+    """Where bounce buffers come from. Subclasses implement :meth:`search` and :meth:`release`.
+
+    Thread safety: the DMA layer calls every method from many threads at once. The core
+    allocator locks per area; a policy's own state needs its own lock.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, mem: IoTlbMem) -> None:
+        self.mem = mem
+
+    # -- slots -----------------------------------------------------------------------------
+    def map(
+        self,
+        dev: PolicyDevice,
+        orig_addr: int,
+        size: int,
+        alloc_align_mask: int = 0,
+        *,
+        cpu: int = 0,
+        may_sleep: bool = False,
+        attrs: int = 0,
+        alloc_size: int | None = None,
+    ) -> SlotMapping | MapRefused:
+        """Choose and mark bounce slots for ``size`` bytes at ``orig_addr`` (no copy; §3.1).
+
+        Returns the mapping, or a :class:`~swiotlb.core.MapRefused` whose numbers feed the
+        kernel's "swiotlb buffer is full" message. ``alloc_size`` is the separate allocation
+        size of the <= 6.9 signature (None = ``size``).
+        """
+        found = self.search(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
+        if type(found) is MapRefused:
+            return self.on_map_failure(
+                dev, orig_addr, size, alloc_align_mask, found, cpu=cpu, may_sleep=may_sleep, attrs=attrs
+            )
+        return found
+
+    @abstractmethod
+    def search(
+        self,
+        dev: PolicyDevice,
+        orig_addr: int,
+        size: int,
+        alloc_align_mask: int,
+        *,
+        cpu: int,
+        alloc_size: int | None,
+    ) -> SlotMapping | MapRefused:
+        """The policy's normal slot search (without fallbacks)."""
+
+    def on_map_failure(
+        self,
+        dev: PolicyDevice,
+        orig_addr: int,
+        size: int,
+        alloc_align_mask: int,
+        refused: MapRefused,
+        *,
+        cpu: int,
+        may_sleep: bool,
+        attrs: int,
+    ) -> SlotMapping | MapRefused:
+        """Hook run when :meth:`search` failed: schedule growth, try a fallback, or give up."""
+        return refused
+
+    @abstractmethod
+    def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
+        """Give back the slots of the mapping that starts at ``tlb_addr``; returns slots freed."""
+
+    def bounce_target(
+        self, dev: PolicyDevice, tlb_addr: int, size: int, pool: IoTlbPool | None = None
+    ) -> BounceSpan | None:
+        """Which bytes a bounce of ``size`` bytes at ``tlb_addr`` moves (§4.1 rules of the profile)."""
+        return self.mem.bounce_target(dev, tlb_addr, size, pool)
+
+    # -- lookups and limits ----------------------------------------------------------------
+    def find_pool(self, dev: PolicyDevice, paddr: int) -> IoTlbPool | None:
+        """``swiotlb_find_pool``: the pool holding bounce address ``paddr`` for ``dev`` (§5.6)."""
+        return self.mem.find_pool(paddr)
+
+    def is_bounce_buffer(self, dev: PolicyDevice, paddr: int) -> bool:
+        return self.find_pool(dev, paddr) is not None
+
+    def is_active(self, dev: PolicyDevice) -> bool:
+        """``is_swiotlb_active``: can this device bounce at all (§4.4)?"""
+        return self.mem.nslabs != 0
+
+    def force_bounce(self, dev: PolicyDevice) -> bool:
+        """``is_swiotlb_force_bounce``: must every streaming mapping of ``dev`` bounce (§4.4)?"""
+        return self.mem.force_bounce
+
+    def max_mapping_size(self, dev: PolicyDevice) -> int:
+        """``swiotlb_max_mapping_size`` (§1.6)."""
+        return self.mem.max_mapping_size(dev)
+
+    # -- devices and deferred work ---------------------------------------------------------
+    def attach_device(self, dev: PolicyDevice) -> None:
+        """A device starts using this policy (``swiotlb_dev_init``, §2.5)."""
+
+    def detach_device(self, dev: PolicyDevice) -> None:
+        """A device with no live mappings goes away."""
+
+    def run_deferred(self) -> int:
+        """Run pending deferred work (e.g. a growth worker); returns how many items ran."""
+        return 0
+
+    # -- observation -----------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """The debugfs files (§5.7); empty when there is no pool, as the files do not exist."""
+        return self.mem.counters() if self.mem.nslabs else {}
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus policy-specific figures, for reports and simulations."""
+        return {"policy": self.name, **self.counters()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, nslabs={self.mem.nslabs})"
