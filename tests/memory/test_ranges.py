@@ -126,3 +126,13 @@ def test_random_alloc_free_keeps_ranges_disjoint(ops) -> None:  # type: ignore[n
         assert all(addr + size <= a or a + n <= addr for a, n in live.items())
         live[addr] = size
     assert r.free_bytes == 2 * MIB - sum(live.values())
+
+
+def test_top_down_takes_the_highest_fit_below_the_limit() -> None:
+    r = RangeAllocator(1 << 30)
+    r.reserve(0, 1 << 20)
+    a = r.alloc(1 << 20, 1 << 20, (512 << 20) - 1, top_down=True)
+    assert a == (511 << 20)
+    b = r.alloc(1 << 20, 1 << 20, (512 << 20) - 1, top_down=True)
+    assert b == (510 << 20)
+    assert r.alloc(1 << 20) == 1 << 20  # bottom-up still starts low

@@ -180,6 +180,7 @@ class IoTlbMem:
         self._fast = fast and self.profile.search_loop == "counted"
         self._slow_search = search_area_wrap if self.profile.search_loop == "wrap" else search_area_literal
         self._mask_cache: dict[tuple[int, int, bool], tuple[int, int, int, int, int, bool]] = {}
+        self._plan_cache: dict[tuple[int, int, int, bool], tuple[int, int, int, int, int, bool, int, int, int]] = {}
 
     # -- pools -----------------------------------------------------------------------------
     def add_pool(self, pool: IoTlbPool) -> None:
@@ -268,18 +269,26 @@ class IoTlbMem:
     def _plan(self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int) -> _Plan:
         """Everything about a request that does not depend on the pool, computed once."""
         min_align = dev.min_align_mask & U32_MASK
-        am, im, stride, q_plain, q_orig, regular = self._masks(
-            min_align, alloc_align_mask & U32_MASK, size >= self.page_size
-        )
+        bmask = dev.seg_boundary_mask
+        key = (min_align, bmask, alloc_align_mask, size >= self.page_size)
+        cached = self._plan_cache.get(key)
+        if cached is None:
+            am, im, stride, q_plain, q_orig, regular = self._masks(
+                min_align, alloc_align_mask & U32_MASK, key[3]
+            )
+            cached = (am, im, stride, q_plain, q_orig, regular and self._fast, bmask,
+                      (bmask >> IO_TLB_SHIFT) + 1, min_align & SLOT_LOW_MASK)
+            if len(self._plan_cache) > 4096:
+                self._plan_cache.clear()
+            self._plan_cache[key] = cached
+        am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = cached
         if orig_addr and im:
             q, target = q_orig, orig_addr & im
         else:
             q, target = q_plain, 0
-        bmask = dev.seg_boundary_mask
         return (
-            (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT, am, im, stride, q, target,
-            regular and self._fast, bmask, (bmask >> IO_TLB_SHIFT) + 1,
-            size - (orig_addr & min_align & SLOT_LOW_MASK), orig_addr,
+            (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT, am, im, stride, q, target, fast, bmask,
+            window, size - (orig_addr & low_mask), orig_addr,
         )
 
     def _search_take(self, pool: IoTlbPool, area_index: int, plan: _Plan) -> int:
@@ -301,7 +310,12 @@ class IoTlbMem:
             take_slots(pool, area_index, slot, n, first_alloc)
         finally:
             lock.release()
-        self._inc_used(n)
+        lock = self.lock
+        lock.acquire()
+        used = self.total_used = self.total_used + n
+        if used > self.used_hiwater:
+            self.used_hiwater = used
+        lock.release()
         return slot
 
     def search_pool_area(
@@ -477,18 +491,6 @@ class IoTlbMem:
         if not self.profile.min_align_limits_size:
             return MAX_SEGMENT_BYTES
         return max_mapping_size(dev.min_align_mask)
-
-    def _inc_used(self, n: int) -> None:
-        lock = self.lock
-        lock.acquire()
-        used = self.total_used = self.total_used + n
-        if used > self.used_hiwater:
-            self.used_hiwater = used
-        lock.release()
-
-    def _dec_used(self, n: int) -> None:
-        with self.lock:
-            self.total_used -= n
 
     def reset_hiwater(self, value: int = 0) -> None:
         """Writing debugfs ``io_tlb_used_hiwater``: only 0 is accepted (-EINVAL otherwise)."""

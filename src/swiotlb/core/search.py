@@ -139,8 +139,8 @@ def _next_segment(area: IoTlbArea, seg: int, last_seg: int, n: int) -> int:
     segub = area.segub
     blkub = area.blkub
     blk = seg >> _BLK_SHIFT
-    blk_end = min((blk + 1) << _BLK_SHIFT, last_seg + 1)
-    m = pat.search(segub, seg, blk_end)
+    blk_end = (blk + 1) << _BLK_SHIFT
+    m = pat.search(segub, seg, blk_end if blk_end <= last_seg else last_seg + 1)
     if m is not None:
         return m.start()
     last_blk = last_seg >> _BLK_SHIFT
@@ -162,7 +162,13 @@ def _next_segment(area: IoTlbArea, seg: int, last_seg: int, n: int) -> int:
 
 
 def _progression_find(pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, n: int) -> int:
-    """First area index ``p`` in ``lo, lo+step, ... < hi`` with ``list[p] >= n``, or -1."""
+    """First area index ``p`` in ``lo, lo+step, ... < hi`` with ``list[p] >= n``, or -1.
+
+    Walks the segments that may hold a run of ``n`` (per the upper-bound index); in each,
+    one ``re`` search over the list bytes finds the first slot with a long enough run, and
+    only if it is off the progression is the segment searched again with the stride.
+    Segments found short of ``n`` get their bound lowered, so failures get cheaper.
+    """
     area = pool.areas[area_index]
     nslabs = pool.area_nslabs
     base = area_index * nslabs
@@ -177,28 +183,33 @@ def _progression_find(pool: IoTlbPool, area_index: int, lo: int, hi: int, step: 
             seg = _next_segment(area, seg + 1, last_seg, n)
             if seg < 0:
                 return -1
-            start = seg << _SEG_SHIFT
-            p += -(-(start - p) // step) * step
+            p += -(-((seg << _SEG_SHIFT) - p) // step) * step
             if p >= hi:
                 return -1
             if p >> _SEG_SHIFT != seg:
                 continue  # the step jumped past this segment
         seg_lo = seg << _SEG_SHIFT
-        seg_hi = min(seg_lo + IO_TLB_SEGSIZE, nslabs)
-        end = min(seg_hi, hi)
-        if step == 1:
-            m = pat.search(lst, base + p, base + end)
-            if m is not None:
-                return m.start() - base
-            if p == seg_lo and end == seg_hi:
-                segub[seg] = n - 1
+        seg_hi = seg_lo + IO_TLB_SEGSIZE
+        if seg_hi > nslabs:
+            seg_hi = nslabs
+        end = seg_hi if seg_hi < hi else hi
+        m = pat.search(lst, base + p, base + end)
+        if m is None:
+            if (p == seg_lo or pat.search(lst, base + seg_lo, base + p) is None) and (
+                end == seg_hi or pat.search(lst, base + end, base + seg_hi) is None
+            ):
+                segub[seg] = n - 1  # nothing in the whole segment is long enough
         else:
-            m = pat.search(lst[base + p : base + end : step])
-            if m is not None:
-                return p + m.start() * step
-            if pat.search(lst, base + seg_lo, base + seg_hi) is None:
-                segub[seg] = n - 1
-        p += -(-(end - p) // step) * step
+            first = m.start() - base
+            if step == 1 or (first - p) % step == 0:
+                return first
+            p += -(-(first - p) // step) * step
+            if p < end:
+                m = pat.search(lst[base + p : base + end : step])
+                if m is not None:
+                    return p + m.start() * step
+        if p < end:
+            p += -(-(end - p) // step) * step
     return -1
 
 
@@ -259,6 +270,8 @@ def fast_search(
         slot = base + first
         if pool.list[slot] >= n and ((shift + slot) & (window - 1)) + n <= window:
             return slot
+    if n > 1 and _AT_LEAST[n].search(area.blkub) is None:
+        return -1  # no block of this area can hold a run of n
     step = q * -(-stride // q)  # distance between consecutive aligned probes
     checked = 0
     while checked < nslabs:
@@ -322,11 +335,10 @@ def take_slots(pool: IoTlbPool, area_index: int, slot: int, nslots: int, first_a
         )
     view = pool.view
     view[slot:end] = _ZEROS[nslots]
-    pool.heads[slot] = 1
+    pool.heads[slot] = 1  # head_pad is 0 here: free_slots resets it
     pool.head_alloc_size[slot] = first_alloc_size
     pool.head_nslots[slot] = nslots
     pool.head_orig_addr[slot] = INVALID_PHYS_ADDR
-    pool.head_pad[slot] = 0
     seg_lo = slot & -IO_TLB_SEGSIZE
     if slot > seg_lo:
         run = pool.list.rfind(0, seg_lo, slot) + 1 or seg_lo
@@ -351,6 +363,7 @@ def free_slots(pool: IoTlbPool, index: int, nslots: int) -> None:
     pad = pool.head_pad[index]
     if pad:
         pool.pad_slots[index + pad] = 0
+        pool.head_pad[index] = 0
     if index > seg_lo:
         run = lst.rfind(0, seg_lo, index) + 1 or seg_lo
         if run < index:

@@ -147,7 +147,7 @@ class Machine:
             for line in first.log:
                 log.info("%s", line)
             return first, 0
-        start = self.ranges.alloc(first.nslabs << IO_TLB_SHIFT, page_size, limit)
+        start = self.ranges.alloc(first.nslabs << IO_TLB_SHIFT, page_size, limit, top_down=True)
         final = plan(start)  # the same plan, now with the address for the "mapped [mem ...]" line
         for line in final.log:
             log.info("%s", line)

@@ -65,8 +65,14 @@ class RangeAllocator:
         return best
 
     # -- changes ---------------------------------------------------------------------------
-    def alloc(self, size: int, align: int | None = None, limit: int | None = None) -> int:
-        """The lowest ``align``-aligned start of a free ``size``-byte range ending at or below ``limit``."""
+    def alloc(
+        self, size: int, align: int | None = None, limit: int | None = None, *, top_down: bool = False
+    ) -> int:
+        """An ``align``-aligned free ``size``-byte range ending at or below ``limit``.
+
+        The lowest such range, or with ``top_down`` the highest: memblock allocates from the
+        top of the allowed range down, which is why boot pools sit just below their limit.
+        """
         if size <= 0:
             raise RangeError(f"allocation size must be positive, got {size}")
         align = align or self.page_size
@@ -74,14 +80,23 @@ class RangeAllocator:
             raise RangeError(f"alignment {align:#x} is not a power of two")
         top = self.ram if limit is None else min(self.ram, limit + 1)
         with self._lock:
-            for i, (s, e) in enumerate(zip(self._starts, self._ends)):
-                a = -(-s // align) * align
-                if a + size <= min(e, top):
-                    self._carve(i, a, a + size)
-                    self._allocated[a] = size
-                    return a
-                if s >= top:
-                    break
+            if top_down:
+                for i in range(len(self._starts) - 1, -1, -1):
+                    s, e = self._starts[i], self._ends[i]
+                    a = (min(e, top) - size) & ~(align - 1)
+                    if a >= s:
+                        self._carve(i, a, a + size)
+                        self._allocated[a] = size
+                        return a
+            else:
+                for i, (s, e) in enumerate(zip(self._starts, self._ends)):
+                    a = -(-s // align) * align
+                    if a + size <= min(e, top):
+                        self._carve(i, a, a + size)
+                        self._allocated[a] = size
+                        return a
+                    if s >= top:
+                        break
         where = "" if limit is None else f" below {limit:#x}"
         raise OutOfMemory(f"no free {size:#x}-byte range aligned to {align:#x}{where}")
 
