@@ -499,3 +499,19 @@ def test_profile_layout_rules() -> None:
             [IoTlbPool(START, 256, 1), IoTlbPool(START + (1 << 24), 256, 1)], V6_12, dynamic=False
         )
     assert IoTlbMem([IoTlbPool(START, 256, 1)], V6_12, dynamic=True).dynamic
+
+
+def test_transient_pool_counts_in_used_until_deleted() -> None:
+    """Spec §5.5/§5.7: a transient pool's slots count in io_tlb_used and in
+    io_tlb_transient_nslabs until swiotlb_del_transient drops the whole pool."""
+    mem = IoTlbMem([IoTlbPool(0x8000_0000, 1024, 1)], V6_12, dynamic=True)
+    transient = IoTlbPool(0x1_0000_0000, 3, 1, transient=True)
+    mem.add_pool(transient)
+    assert mem.counters()["io_tlb_transient_nslabs"] == 3 and mem.nslabs == 1024
+    assert mem.search_pool_area(DEV0, transient, 0, 0x5000, 5000) == 0
+    assert mem.total_used == 3 and mem.find_pool(0x1_0000_0000 + 4096) is transient
+    mem.del_transient(transient)
+    assert mem.total_used == 0 and mem.counters()["io_tlb_transient_nslabs"] == 0
+    assert mem.find_pool(0x1_0000_0000) is None
+    with pytest.raises(ReleaseError):
+        mem.del_transient(transient)

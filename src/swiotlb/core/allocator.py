@@ -39,9 +39,9 @@ from swiotlb.core.search import (
 )
 
 
-# (nslots, align_mask, iotlb_mask, stride, period, target, fast, boundary_mask, window,
-#  first_alloc_size, orig_addr): one request, precomputed once for every area it visits.
-_Plan = tuple[int, int, int, int, int, int, bool, int, int, int, int]
+# (align_mask, iotlb_mask, stride, period without orig, period with orig, fast, boundary mask,
+#  window slots, low-offset mask): a request's pool-independent part, cached per device shape.
+_Plan = tuple[int, int, int, int, int, bool, int, int, int]
 
 
 class DmaParams(Protocol):
@@ -87,7 +87,7 @@ class SlotMapping:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MapRefused:
     """A failed allocation, with the numbers of the kernel's warning."""
 
@@ -180,7 +180,7 @@ class IoTlbMem:
         self._fast = fast and self.profile.search_loop == "counted"
         self._slow_search = search_area_wrap if self.profile.search_loop == "wrap" else search_area_literal
         self._mask_cache: dict[tuple[int, int, bool], tuple[int, int, int, int, int, bool]] = {}
-        self._plan_cache: dict[tuple[int, int, int, bool], tuple[int, int, int, int, int, bool, int, int, int]] = {}
+        self._plan_cache: dict[tuple[int, int, int, bool], _Plan] = {}
 
     # -- pools -----------------------------------------------------------------------------
     def add_pool(self, pool: IoTlbPool) -> None:
@@ -211,6 +211,22 @@ class IoTlbMem:
             else:
                 self.pools.remove(pool)
                 self.nslabs -= pool.nslabs
+
+    def del_transient(self, pool: IoTlbPool) -> None:
+        """``swiotlb_del_transient`` (spec §5.5): drop a transient pool with its one buffer.
+
+        The buffer's slots are not released one by one; the whole pool's slots leave the
+        ``io_tlb_used`` count at once, as the kernel's ``dec_used(mem, pool->nslabs)`` does.
+        """
+        if not pool.transient:
+            raise ReleaseError(f"{pool!r} is not a transient pool")
+        with self.lock:
+            try:
+                self.transient_pools.remove(pool)
+            except ValueError:
+                raise ReleaseError(f"{pool!r} is not on this allocator's transient list") from None
+            self.transient_nslabs -= pool.nslabs
+            self.total_used -= pool.nslabs
 
     def find_pool(self, paddr: int) -> IoTlbPool | None:
         """``swiotlb_find_pool``: the pool holding a bounce address, or None (spec §5.6)."""
@@ -266,48 +282,65 @@ class IoTlbMem:
             max_slots=get_max_slots(bmask),
         )
 
-    def _plan(self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int) -> _Plan:
-        """Everything about a request that does not depend on the pool, computed once."""
+    def _plan(self, dev: DmaParams, size: int, alloc_align_mask: int) -> _Plan:
+        """What a request needs that depends on neither the pool nor ``orig_addr`` (cached)."""
         min_align = dev.min_align_mask & U32_MASK
         bmask = dev.seg_boundary_mask
         key = (min_align, bmask, alloc_align_mask, size >= self.page_size)
-        cached = self._plan_cache.get(key)
-        if cached is None:
+        plan = self._plan_cache.get(key)
+        if plan is None:
             am, im, stride, q_plain, q_orig, regular = self._masks(
                 min_align, alloc_align_mask & U32_MASK, key[3]
             )
-            cached = (am, im, stride, q_plain, q_orig, regular and self._fast, bmask,
-                      (bmask >> IO_TLB_SHIFT) + 1, min_align & SLOT_LOW_MASK)
+            plan = (am, im, stride, q_plain, q_orig, regular and self._fast, bmask,
+                    (bmask >> IO_TLB_SHIFT) + 1, min_align & SLOT_LOW_MASK)
             if len(self._plan_cache) > 4096:
                 self._plan_cache.clear()
-            self._plan_cache[key] = cached
-        am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = cached
-        if orig_addr and im:
-            q, target = q_orig, orig_addr & im
-        else:
-            q, target = q_plain, 0
-        return (
-            (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT, am, im, stride, q, target, fast, bmask,
-            window, size - (orig_addr & low_mask), orig_addr,
-        )
+            self._plan_cache[key] = plan
+        return plan
 
-    def _search_take(self, pool: IoTlbPool, area_index: int, plan: _Plan) -> int:
-        """Search one area and take the slots, under the area lock; -1 if none fit."""
-        n, am, im, stride, q, target, fast, bmask, window, first_alloc, orig_addr = plan
+    def _search_pool_area(
+        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int
+    ) -> int:
+        """``swiotlb_search_pool_area`` (spec §3.3): search one area, take the slots; -1 if none.
+
+        Under the area lock: the quick reject, then the first aligned slot at the cursor (the
+        usual answer), then the full search of :func:`~swiotlb.core.search.fast_search` (or
+        the literal loop for irregular masks and the <= 6.2 loop).
+        """
+        am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = plan
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        area = pool.areas[area_index]
+        nslabs = pool.area_nslabs
         tbl = pool.start & bmask
         shift = (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT
-        lock = pool.areas[area_index].lock
+        lock = area.lock
         lock.acquire()
         try:
+            if n > nslabs - area.used:
+                return -1  # quick reject: not enough free slots in this area
             if fast:
-                residue = ((target - tbl) >> IO_TLB_SHIFT) & (q - 1)
-                slot = fast_search(pool, area_index, n, q, residue, stride, shift, window)
+                if orig_addr and im:
+                    q = q_orig
+                    residue = ((orig_addr & im) - tbl) >> IO_TLB_SHIFT
+                else:
+                    q = q_plain
+                    residue = -tbl >> IO_TLB_SHIFT
+                base = area_index * nslabs
+                index = area.index
+                slot = base + index + ((residue - base - index) & (q - 1))
+                if not (
+                    slot < base + nslabs
+                    and pool.list[slot] >= n
+                    and ((shift + slot) & (window - 1)) + n <= window
+                ):
+                    slot = fast_search(pool, area_index, n, q, residue & (q - 1), stride, shift, window)
             else:
                 req = SearchRequest(n, SearchMasks(am, im, stride), orig_addr, tbl, shift, window)
                 slot = self._slow_search(pool, area_index, req)
             if slot < 0:
                 return -1
-            take_slots(pool, area_index, slot, n, first_alloc)
+            take_slots(pool, area_index, slot, n, size - (orig_addr & low_mask))
         finally:
             lock.release()
         lock = self.lock
@@ -323,7 +356,7 @@ class IoTlbMem:
         alloc_align_mask: int = 0,
     ) -> int:
         """``swiotlb_search_pool_area``: search one area and take the slots; -1 if none fit."""
-        return self._search_take(pool, area_index, self._plan(dev, orig_addr, size, alloc_align_mask))
+        return self._search_pool_area(pool, area_index, self._plan(dev, size, alloc_align_mask), orig_addr, size)
 
     def find_slots(
         self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int = 0, cpu: int = 0
@@ -331,22 +364,22 @@ class IoTlbMem:
         """``swiotlb_find_slots`` over the listed pools (spec §3.2); growth is the policy's."""
         if self.dynamic and self.profile.early_reject and size > MAX_SEGMENT_BYTES:
             return None
-        plan = self._plan(dev, orig_addr, size, alloc_align_mask)
-        search = self._search_take
+        plan = self._plan(dev, size, alloc_align_mask)
+        search = self._search_pool_area
         pools = self.pools
         if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
             for pool in pools:  # pool-major: every area of a pool before the next pool
                 mask = pool.nareas - 1
                 start = cpu & mask
                 for off in range(pool.nareas):
-                    slot = search(pool, (start + off) & mask, plan)
+                    slot = search(pool, (start + off) & mask, plan, orig_addr, size)
                     if slot >= 0:
                         return pool, slot
             return None
         for off in range(self.default_nareas):  # area-major (>= 6.8)
             for pool in pools:
                 if off < pool.nareas:
-                    slot = search(pool, (cpu + off) & (pool.nareas - 1), plan)
+                    slot = search(pool, (cpu + off) & (pool.nareas - 1), plan, orig_addr, size)
                     if slot >= 0:
                         return pool, slot
         return None

@@ -134,30 +134,37 @@ def search_area_wrap(pool: IoTlbPool, area_index: int, req: SearchRequest) -> in
 
 
 def _next_segment(area: IoTlbArea, seg: int, last_seg: int, n: int) -> int:
-    """First area segment in ``[seg, last_seg]`` whose upper bound is >= n, or -1."""
+    """First area segment in ``[seg, last_seg]`` whose upper bound is >= n, or -1.
+
+    Blocks found to hold no segment bound >= n get their own bound lowered to ``n - 1``.
+    """
     pat = _AT_LEAST[n]
     segub = area.segub
     blkub = area.blkub
+    nsegs = len(segub)
+    stop = last_seg + 1
     blk = seg >> _BLK_SHIFT
-    blk_end = (blk + 1) << _BLK_SHIFT
-    m = pat.search(segub, seg, blk_end if blk_end <= last_seg else last_seg + 1)
-    if m is not None:
-        return m.start()
     last_blk = last_seg >> _BLK_SHIFT
-    blk += 1
+    lo = seg
     while blk <= last_blk:
+        if blkub[blk] >= n:
+            blk_lo = blk << _BLK_SHIFT
+            blk_hi = blk_lo + SEGS_PER_BLOCK
+            if blk_hi > nsegs:
+                blk_hi = nsegs
+            m = pat.search(segub, lo, blk_hi if blk_hi < stop else stop)
+            if m is not None:
+                return m.start()
+            if pat.search(segub, blk_lo, blk_hi) is None:
+                blkub[blk] = n - 1  # every segment of the block is short of n
+        blk += 1
+        if blk > last_blk:
+            break
         mb = pat.search(blkub, blk, last_blk + 1)
         if mb is None:
             return -1
         blk = mb.start()
         lo = blk << _BLK_SHIFT
-        full_end = min(lo + SEGS_PER_BLOCK, len(segub))
-        m = pat.search(segub, lo, min(full_end, last_seg + 1))
-        if m is not None:
-            return m.start()
-        if pat.search(segub, lo, full_end) is None:
-            blkub[blk] = n - 1  # every segment of the block is known to be short of n
-        blk += 1
     return -1
 
 
