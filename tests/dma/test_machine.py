@@ -289,3 +289,22 @@ def test_eight_threads_map_sync_and_unmap_at_once(cmdline: str, max_size: int, m
     assert m.pool is not None and sum(a.used for a in m.pool.areas) == 0
     assert all(d.live_mappings() == [] for d in devs)
     assert (sum(failures) > 0) == may_fail
+
+
+def test_v5_15_machine_has_one_area_whatever_the_cpus() -> None:
+    """5.12-5.19 have one lock and one cursor: no per-CPU areas to size."""
+    m = Machine("8G", cpus=4, profile="v5.15", cmdline="swiotlb=1024,force")
+    assert m.pool is not None and m.pool.nareas == 1
+
+
+def test_map_sg_gives_back_earlier_entries_when_the_search_would_hang() -> None:
+    """The <= 6.2 do/while search can spin forever (spec §3.4); the model raises instead, and
+    an sg map that hits it on a later entry releases the entries it had mapped."""
+    from swiotlb.core.search import SearchDeadlock
+
+    m = Machine("1G", profile="v5.15", cmdline="swiotlb=128,force")
+    dev = m.add_device("nvme", min_align_mask=0xFFF)
+    buf = m.alloc(512 << 10)
+    with pytest.raises(SearchDeadlock):
+        dev.map_sg([(buf.phys_addr, 200 << 10), (buf.phys_addr + 0x800, 56 << 10)], TO)
+    assert m.mem.total_used == 0 and dev.live_mappings() == [] and m.mem.check_invariants() == []

@@ -181,15 +181,18 @@ class DmaDirect:
             self._check_buffer(dev, phys, n, "map_sg entry")
         sleep = may_sleep or bool(attrs & _MAY_SLEEP)
         done: list[MapResult] = []
-        for i, (phys, n) in enumerate(entries):
-            r = self._map_one(dev, phys, n, d, attrs, cpu, sleep, None, 0)
-            if isinstance(r, DmaMappingError):
-                for dma, slot in done:
-                    if slot is not None:
-                        self.policy.release(dev, dma, slot.pool)
-                r.args = (f"{r.args[0]} (sg entry {i} of {len(entries)}; {i} mapped entries undone)",)
-                raise r
-            done.append(r)
+        try:
+            for i, (phys, n) in enumerate(entries):
+                r = self._map_one(dev, phys, n, d, attrs, cpu, sleep, None, 0)
+                if isinstance(r, DmaMappingError):
+                    r.args = (f"{r.args[0]} (sg entry {i} of {len(entries)}; {i} mapped entries undone)",)
+                    raise r
+                done.append(r)
+        except BaseException:  # a failure, or a modelled-kernel error such as SearchDeadlock
+            for dma, slot in done:
+                if slot is not None:
+                    self.policy.release(dev, dma, slot.pool)
+            raise
         nents = len(entries)
         table = dev.table
         for (phys, n), (dma, slot) in zip(entries, done):

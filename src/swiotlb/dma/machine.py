@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Iterable
 
-from swiotlb.core import IoTlbMem, IoTlbPool, KernelProfile
+from swiotlb.core import IoTlbMem, IoTlbPool, KernelProfile, get_profile
 from swiotlb.core.constants import IO_TLB_SHIFT
 from swiotlb.core.sizing import PoolPlan, plan_boot_pool, x86_needs_swiotlb
 from swiotlb.dma.device import DEFAULT_MAX_SEGMENT_SIZE, PCI_SEG_BOUNDARY_MASK, Device
@@ -101,6 +101,7 @@ class Machine:
         reserved: Iterable[tuple[int, int]] = (),
     ) -> None:
         ram_bytes = parse_size(ram)
+        kernel = get_profile(profile)
         if cpus < 1:
             raise ValueError(f"a machine needs at least one CPU, got cpus={cpus}")
         self.cpus = cpus
@@ -115,11 +116,12 @@ class Machine:
         self.events = EventBus()
         self.plan, pool_start = self._boot_pool(ram_bytes, cmdline, page_size)
         pools = []
+        nareas = self.plan.nareas if kernel.areas else 1  # <= 5.19: one lock, no areas
         if self.plan.enabled:
-            pools.append(IoTlbPool(pool_start, self.plan.nslabs, self.plan.nareas, name="default"))
+            pools.append(IoTlbPool(pool_start, self.plan.nslabs, nareas, name="default"))
         mem = IoTlbMem(
-            pools, profile, page_size=page_size, force_bounce=self.plan.force_bounce,
-            default_nareas=self.plan.nareas or None,
+            pools, kernel, page_size=page_size, force_bounce=self.plan.force_bounce,
+            default_nareas=nareas or None,
         )
         self.policy: BouncePolicy = StaticPolicy(mem)
         self.dma = DmaDirect(self.memory, self.policy, self.events, clock=self.clock, coco=coco)
