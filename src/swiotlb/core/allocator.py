@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from swiotlb.core.constants import (
     INVALID_PHYS_ADDR,
@@ -52,6 +52,10 @@ class DmaParams(Protocol):
 
     @property
     def seg_boundary_mask(self) -> int: ...
+
+
+ExhaustedHook = Callable[[DmaParams, int, int, int, int], "tuple[IoTlbPool, int] | None"]
+"""``hook(dev, orig_addr, size, alloc_align_mask, cpu)``: a slot in a pool it found, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,9 @@ class IoTlbMem:
         self.used_hiwater = 0
         self.transient_nslabs = 0
         self.lock = threading.Lock()
+        # Called by find_slots when every listed pool failed and the allocator can grow: the
+        # dynamic policy's "schedule the worker, then try a transient pool" (spec §3.2, §5.5).
+        self.on_exhausted: ExhaustedHook | None = None
         pools = list(pools)
         if dynamic is None:
             dynamic = len(pools) > 1
@@ -375,13 +382,20 @@ class IoTlbMem:
                     slot = search(pool, (start + off) & mask, plan, orig_addr, size)
                     if slot >= 0:
                         return pool, slot
-            return None
+            return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
         for off in range(self.default_nareas):  # area-major (>= 6.8)
             for pool in pools:
                 if off < pool.nareas:
                     slot = search(pool, (cpu + off) & (pool.nareas - 1), plan, orig_addr, size)
                     if slot >= 0:
                         return pool, slot
+        return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
+
+    def _exhausted(
+        self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int
+    ) -> tuple[IoTlbPool, int] | None:
+        if self.can_grow and self.on_exhausted is not None:
+            return self.on_exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
         return None
 
     # -- map and release -------------------------------------------------------------------

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from swiotlb.core import SlotMapping
 from swiotlb.dma.errors import (
     DoubleUnmapError,
     SyncDirectionError,
@@ -26,6 +25,9 @@ from swiotlb.dma.errors import (
     UnmapMismatchError,
 )
 from swiotlb.dma.types import DmaDirection
+
+if TYPE_CHECKING:
+    from swiotlb.policies.base import BounceMapping
 
 RECENT_UNMAPS = 4096  # how many unmapped addresses are remembered to tell "double" from "unknown"
 
@@ -52,7 +54,7 @@ class LiveMapping:
         attrs: int,
         kind: str,
         sg_nents: int,
-        slot: SlotMapping | None,
+        slot: BounceMapping | None,
     ) -> None:
         self.dma_addr = dma_addr
         self.phys_addr = phys_addr

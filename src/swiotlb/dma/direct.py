@@ -24,7 +24,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from swiotlb.core import IoTlbPool, MapFailure, MapRefused, SlotMapping
+from swiotlb.core import MapFailure, MapRefused
 from swiotlb.dma.debug import SG, SINGLE, LiveMapping
 from swiotlb.dma.errors import (
     DeviceAccessError,
@@ -48,6 +48,7 @@ from swiotlb.dma.ratelimit import Clock, RateLimit, WarnOnce
 from swiotlb.dma.types import DMA_MAPPING_ERROR, SIZE_MAX, DmaAttrs, DmaDirection, DmaSegment
 from swiotlb.memory import PhysicalMemory
 from swiotlb.policies import BouncePolicy
+from swiotlb.policies.base import BounceMapping, PoolHandle
 
 if TYPE_CHECKING:
     from swiotlb.dma.device import Device
@@ -68,7 +69,7 @@ _CAUSES: dict[MapFailure, MapCause] = {
 }
 _NUMBERS = re.compile(r"\d+")
 
-MapResult = tuple[int, "SlotMapping | None"]
+MapResult = tuple[int, "BounceMapping | None"]
 
 
 class DmaDirect:
@@ -323,7 +324,7 @@ class DmaDirect:
             bus.publish(cls(dev.name, d, dma, size, cpu))
 
     # -- copies ----------------------------------------------------------------------------
-    def _bounce(self, dev: Device, tlb: int, size: int, to_device: bool, pool: IoTlbPool) -> None:
+    def _bounce(self, dev: Device, tlb: int, size: int, to_device: bool, pool: PoolHandle) -> None:
         """``swiotlb_bounce``: move the bytes the profile says (spec §4.1)."""
         span = self.policy.bounce_target(dev, tlb, size, pool)
         if span is None:

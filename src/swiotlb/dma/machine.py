@@ -13,18 +13,29 @@ import logging
 import re
 import threading
 import time
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from swiotlb.core import IoTlbMem, IoTlbPool, KernelProfile, get_profile
 from swiotlb.core.constants import IO_TLB_SHIFT
-from swiotlb.core.sizing import PoolPlan, plan_boot_pool, x86_needs_swiotlb
+from swiotlb.core.sizing import PoolPlan, limit_nareas, plan_boot_pool, x86_needs_swiotlb
 from swiotlb.dma.device import DEFAULT_MAX_SEGMENT_SIZE, PCI_SEG_BOUNDARY_MASK, Device
 from swiotlb.dma.direct import DmaDirect
 from swiotlb.dma.events import EventBus
 from swiotlb.dma.ratelimit import Clock
 from swiotlb.dma.types import dma_bit_mask
-from swiotlb.memory import PhysicalMemory, RangeAllocator
-from swiotlb.policies import BouncePolicy, StaticPolicy
+from swiotlb.memory import (
+    GFP_KERNEL,
+    CmaRegion,
+    MemoryEncryption,
+    OutOfMemory,
+    PageAllocator,
+    PhysicalMemory,
+    RangeAllocator,
+    ZoneLayout,
+)
+from swiotlb.policies import BouncePolicy, make_policy, policy_class
+from swiotlb.policies.config import BounceConfig
+from swiotlb.policies.env import PolicyEnv
 
 log = logging.getLogger("swiotlb")
 
@@ -82,9 +93,16 @@ class Machine:
     """A guest: RAM, CPUs, a kernel profile, the boot bounce pool, devices.
 
     ``cmdline`` is a kernel command line (only ``swiotlb=`` matters). ``clock`` returns
-    nanoseconds and drives message rate limits (default ``time.monotonic_ns``). ``reserved``
-    lists extra ``(start, size)`` ranges taken out of RAM before the pool is placed (firmware
-    holes), which also lets a test push the pool above a device's reach.
+    nanoseconds and drives message rate limits and policies' timers (default
+    ``time.monotonic_ns``). ``reserved`` lists extra ``(start, size)`` ranges taken out of RAM
+    before the pool is placed (firmware holes), which also lets a test push the pool above a
+    device's reach.
+
+    Boot order: memblock (:class:`~swiotlb.memory.RangeAllocator`) places the pool, then the
+    page allocator (zones, buddy, CMA) takes over the rest of RAM; CPU buffers and every pool
+    a dynamic ``policy`` grows come from it. ``zone_dma_bits`` sets ZONE_DMA (24 on x86, 30
+    on a Raspberry Pi 4); on arm64 the boot pool goes below that limit, as
+    ``arm64_dma_phys_limit`` puts it. ``cma`` lists ``(start, size)`` CMA regions.
     """
 
     def __init__(
@@ -99,8 +117,15 @@ class Machine:
         clock: Clock | None = None,
         *,
         reserved: Iterable[tuple[int, int]] = (),
+        policy: str | None = None,
+        policy_options: Mapping[str, Any] | None = None,
+        zone_dma_bits: int | None = None,
+        cma: Iterable[tuple[int, int]] = (),
     ) -> None:
         ram_bytes = parse_size(ram)
+        reserved = list(reserved)
+        if zone_dma_bits is None:
+            zone_dma_bits = 24 if arch == "x86_64" else 30
         kernel = get_profile(profile)
         if cpus < 1:
             raise ValueError(f"a machine needs at least one CPU, got cpus={cpus}")
@@ -114,16 +139,39 @@ class Machine:
         for start, size in reserved:
             self.ranges.reserve(start, size)
         self.events = EventBus()
+        self.zone_dma_bits = zone_dma_bits
+        if policy is None:  # swiotlb.policy= and swiotlb.KNOB= on the command line, else static
+            config = BounceConfig.from_cmdline(cmdline)
+            if policy_options:
+                config = BounceConfig(config.policy, {**config.options, **policy_options})
+        else:
+            config = BounceConfig(policy, dict(policy_options or {}))
+        config.validate(cmdline)
+        self.config = config
+        self._policy_class = policy_class(config.policy)
+        self._policy_options = dict(config.options)
         self.plan, pool_start = self._boot_pool(ram_bytes, cmdline, page_size)
+        pool_bytes = self._boot_slabs << IO_TLB_SHIFT if self.plan.enabled else 0
+        boot_taken = [(0, LOW_RESERVED), *reserved] + ([(pool_start, pool_bytes)] if pool_bytes else [])
+        self.pages = PageAllocator(
+            ZoneLayout(ram_bytes, page_size=page_size, dma_bits=zone_dma_bits),
+            reserved=boot_taken, cma=[CmaRegion(start, size) for start, size in cma],
+        )
+        self.encryption = MemoryEncryption(coco, page_size=page_size)
+        if coco and pool_bytes:  # swiotlb_update_mem_attributes: the boot pool is shared once
+            self.encryption.set_decrypted(pool_start, pool_bytes // page_size, may_sleep=True)
+        self.env = PolicyEnv(self.pages, self.encryption, clock=self.clock)
+        self._cpu_buffers: dict[int, int] = {}  # phys -> order (-1: contiguous allocation)
         pools = []
         nareas = self.plan.nareas if kernel.areas else 1  # <= 5.19: one lock, no areas
         if self.plan.enabled:
-            pools.append(IoTlbPool(pool_start, self.plan.nslabs, nareas, name="default"))
+            nslabs = self._boot_slabs
+            pools.append(IoTlbPool(pool_start, nslabs, limit_nareas(nareas, nslabs), name="default"))
         mem = IoTlbMem(
             pools, kernel, page_size=page_size, force_bounce=self.plan.force_bounce,
             default_nareas=nareas or None,
         )
-        self.policy: BouncePolicy = StaticPolicy(mem)
+        self.policy: BouncePolicy = make_policy(config.policy, mem, self.env, **self._policy_options)
         self.dma = DmaDirect(self.memory, self.policy, self.events, clock=self.clock, coco=coco)
         self._devices: dict[str, Device] = {}
         self._lock = threading.Lock()
@@ -132,9 +180,10 @@ class Machine:
         """``swiotlb_init_remap``: size the pool, then take it from low memory (spec §1.5)."""
         if self.arch == "x86_64":
             needs = x86_needs_swiotlb(ram_bytes, self.coco)
-        else:
-            needs = ram_bytes > LOW_MEMORY_LIMIT + 1
-        limit = None if self.coco else LOW_MEMORY_LIMIT
+            limit = None if self.coco else LOW_MEMORY_LIMIT
+        else:  # arm64: bounce when RAM reaches past the DMA zone; the pool goes below it
+            limit = (1 << self.zone_dma_bits) - 1 if self.zone_dma_bits else LOW_MEMORY_LIMIT
+            needs = ram_bytes > limit + 1 or self.coco
         contiguous = self.ranges.largest_free(limit, page_size)
 
         def plan(pool_base: int | None = None) -> PoolPlan:
@@ -149,7 +198,8 @@ class Machine:
             for line in first.log:
                 log.info("%s", line)
             return first, 0
-        start = self.ranges.alloc(first.nslabs << IO_TLB_SHIFT, page_size, limit, top_down=True)
+        self._boot_slabs = self._policy_class.boot_nslabs(first.nslabs, **self._policy_options)
+        start = self.ranges.alloc(self._boot_slabs << IO_TLB_SHIFT, page_size, limit, top_down=True)
         final = plan(start)  # the same plan, now with the address for the "mapped [mem ...]" line
         for line in final.log:
             log.info("%s", line)
@@ -212,11 +262,40 @@ class Machine:
 
     # -- CPU memory ------------------------------------------------------------------------
     def alloc(self, size: int, *, align: int | None = None, limit: int | None = None) -> CpuBuffer:
-        """A CPU buffer of ``size`` bytes (page aligned by default), ending at or below ``limit``."""
-        return CpuBuffer(self, self.ranges.alloc(size, align, limit), size)
+        """A CPU buffer of ``size`` bytes from the page allocator, ending at or below ``limit``.
+
+        Buddy blocks are naturally aligned, so ``align`` (a power of two) only raises the order;
+        buffers above MAX_PAGE_ORDER pages come from a contiguous allocation.
+        """
+        if size <= 0:
+            raise ValueError(f"a CPU buffer needs a positive size, got {size}")
+        pages = self.pages
+        order = max(0, (-(-max(size, align or 1) // pages.page_size) - 1).bit_length())
+        if order <= pages.max_order:
+            phys = pages.alloc_pages(order, GFP_KERNEL, limit=limit, owner="cpu")
+        else:
+            phys = pages.alloc_contig(size, limit=limit, gfp=GFP_KERNEL, owner="cpu")
+            order = -1
+        if phys is None:
+            below = "" if limit is None else f" below {limit:#x}"
+            raise OutOfMemory(f"no free {size}-byte CPU buffer{below} (order {order})")
+        with self._lock:
+            self._cpu_buffers[phys] = order
+        return CpuBuffer(self, phys, size)
 
     def free(self, buf: CpuBuffer) -> None:
-        self.ranges.free(buf.phys_addr)
+        with self._lock:
+            order = self._cpu_buffers.pop(buf.phys_addr, None)
+        if order is None:
+            raise ValueError(f"{buf!r} is not a live CPU buffer of this machine")
+        if order < 0:
+            self.pages.free_contig(buf.phys_addr)
+        else:
+            self.pages.free_pages(buf.phys_addr, order)
+
+    def run_deferred(self) -> int:
+        """Run the policy's due deferred work (a growth worker, deferred frees)."""
+        return self.policy.run_deferred()
 
     def __repr__(self) -> str:
         pool = self.pool

@@ -29,9 +29,26 @@ What the interface hands a policy, and why:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TypeAlias
 
 from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+
+PoolHandle: TypeAlias = "IoTlbPool | Any"
+"""What a mapping's ``pool`` is: an :class:`~swiotlb.core.IoTlbPool` for slot mappings, or a
+policy's own record (RFC v1's per-mapping buffer, §7.3). The DMA layer only hands it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferMapping:
+    """A mapping that holds no slots: ``tlb_addr`` plus the policy's opaque ``pool`` handle."""
+
+    tlb_addr: int
+    pool: PoolHandle
+
+
+BounceMapping: TypeAlias = "SlotMapping | BufferMapping"
+"""What :meth:`BouncePolicy.map` returns on success: both kinds carry ``tlb_addr`` and ``pool``."""
 
 
 class PolicyDevice(Protocol):
@@ -64,6 +81,11 @@ class BouncePolicy(ABC):
     def __init__(self, mem: IoTlbMem) -> None:
         self.mem = mem
 
+    @classmethod
+    def boot_nslabs(cls, planned: int, **options: Any) -> int:
+        """The boot pool this policy wants, given the kernel's ``planned`` slot count."""
+        return planned
+
     # -- slots -----------------------------------------------------------------------------
     def map(
         self,
@@ -76,7 +98,7 @@ class BouncePolicy(ABC):
         may_sleep: bool = False,
         attrs: int = 0,
         alloc_size: int | None = None,
-    ) -> SlotMapping | MapRefused:
+    ) -> BounceMapping | MapRefused:
         """Choose and mark bounce slots for ``size`` bytes at ``orig_addr`` (no copy; §3.1).
 
         Returns the mapping, or a :class:`~swiotlb.core.MapRefused` whose numbers feed the
@@ -119,17 +141,17 @@ class BouncePolicy(ABC):
         return refused
 
     @abstractmethod
-    def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
+    def release(self, dev: PolicyDevice, tlb_addr: int, pool: PoolHandle | None = None) -> int:
         """Give back the slots of the mapping that starts at ``tlb_addr``; returns slots freed."""
 
     def bounce_target(
-        self, dev: PolicyDevice, tlb_addr: int, size: int, pool: IoTlbPool | None = None
+        self, dev: PolicyDevice, tlb_addr: int, size: int, pool: PoolHandle | None = None
     ) -> BounceSpan | None:
         """Which bytes a bounce of ``size`` bytes at ``tlb_addr`` moves (§4.1 rules of the profile)."""
         return self.mem.bounce_target(dev, tlb_addr, size, pool)
 
     # -- lookups and limits ----------------------------------------------------------------
-    def find_pool(self, dev: PolicyDevice, paddr: int) -> IoTlbPool | None:
+    def find_pool(self, dev: PolicyDevice, paddr: int) -> PoolHandle | None:
         """``swiotlb_find_pool``: the pool holding bounce address ``paddr`` for ``dev`` (§5.6)."""
         return self.mem.find_pool(paddr)
 

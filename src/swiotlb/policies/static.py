@@ -17,7 +17,7 @@ class StaticPolicy(BouncePolicy):
 
     name: ClassVar[str] = "static"
 
-    def __init__(self, mem: IoTlbMem) -> None:
+    def __init__(self, mem: IoTlbMem, env: object | None = None) -> None:
         if mem.dynamic:
             raise ValueError("the static policy models a kernel without CONFIG_SWIOTLB_DYNAMIC; mem is dynamic")
         super().__init__(mem)

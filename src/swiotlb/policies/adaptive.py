@@ -1,0 +1,351 @@
+"""``adaptive``: our grow-and-shrink design, built from what the other systems do well.
+
+Each rule answers a documented weakness of the Linux designs (scenarios.md §2.10, S1, S4, S6, S12):
+
+* **Grow before failing.** After every successful map, if a zone's use passes the high
+  watermark (``high_watermark`` of its reserved slots), the worker is scheduled to add a pool
+  before the zone runs out. Linux 6.6 waits for a failure first.
+* **Grow in process context, in big pieces.** The worker may sleep, so it allocates
+  contiguous memory (beyond MAX_PAGE_ORDER when it has to) and makes it shared once per pool.
+  Decrypt and encrypt operations scale with pool changes, never with mappings (Tesarik's v5
+  constraint; swiotlb.rst calls them costly).
+* **A sleeping caller never fails for lack of slots** while memory allows: it grows the zone
+  synchronously and retries. An atomic caller gets a linux-6.6 style transient pool (atomic
+  allocation, pre-decrypted memory in a confidential guest) and the worker is scheduled.
+* **Shrink with hysteresis.** A grown pool that stays completely idle for ``idle_ns``
+  (Hyper-V frees bounce pages idle for more than 30 s) goes back to the page allocator,
+  keeping at least ``min_keep_slabs`` per zone.
+* **Zones per address limit** (FreeBSD bounce zones). A device that cannot reach all of RAM
+  gets its own zone, whose pools lie below its limit. A 64-bit device filling its pools never
+  starves a 30-bit one.
+* **Start small.** The boot pool is ``initial_slabs`` slots (1 MiB by default), not 64 MiB.
+  This is what frees the embedded board's memory (S6).
+
+Knobs, their defaults and what each one trades off are in :class:`AdaptiveKnobs`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+from swiotlb.core.allocator import DmaParams
+from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SEGSIZE, IO_TLB_SHIFT, nr_slots
+from swiotlb.core.sizing import limit_nareas
+from swiotlb.policies.base import BouncePolicy, PolicyDevice
+from swiotlb.policies.env import PolicyEnv
+from swiotlb.policies.linux66 import alloc_pool
+
+
+@dataclass(frozen=True)
+class AdaptiveKnobs:
+    """Tuning of :class:`AdaptivePolicy`; every default is documented with its reason."""
+
+    initial_slabs: int = IO_TLB_MIN_SLABS  # boot pool: 1 MiB, the kernel's minimum pool
+    high_watermark: float = 0.75  # grow when a zone is 3/4 used: headroom for a burst
+    growth_factor: float = 1.0  # each growth adds this times the zone's reserved slots
+    min_grow_slabs: int = 1024  # at least 2 MiB per growth: fewer, larger pools (fewer decrypts)
+    max_grow_slabs: int = 32768  # at most 64 MiB per growth (one contiguous allocation)
+    max_total_slabs: int = 524288  # never more than 1 GiB per zone (the CoCo cap)
+    worker_delay_ns: int = 100_000  # from schedule_work to the worker running (assumed)
+    idle_ns: int = 30_000_000_000  # free pools idle this long (Hyper-V: 30 s)
+    min_keep_slabs: int = IO_TLB_MIN_SLABS  # each zone keeps at least 1 MiB
+    transient: bool = True  # atomic callers may fall back to an exact-size transient pool
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.high_watermark <= 1.0:
+            raise ValueError(f"high_watermark={self.high_watermark}: must be in (0, 1]")
+        if self.growth_factor <= 0:
+            raise ValueError(f"growth_factor={self.growth_factor}: must be positive")
+        for name in ("initial_slabs", "min_grow_slabs", "max_grow_slabs", "max_total_slabs", "min_keep_slabs"):
+            value = getattr(self, name)
+            if value < IO_TLB_SEGSIZE or value % IO_TLB_SEGSIZE:
+                raise ValueError(f"{name}={value}: must be a positive multiple of {IO_TLB_SEGSIZE} slots")
+        if self.min_grow_slabs > self.max_grow_slabs:
+            raise ValueError(f"min_grow_slabs={self.min_grow_slabs} exceeds max_grow_slabs={self.max_grow_slabs}")
+        if self.idle_ns < 0 or self.worker_delay_ns < 0:
+            raise ValueError("idle_ns and worker_delay_ns must not be negative")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class BounceZone:
+    """The pools serving one address limit, with their own allocator and timers."""
+
+    limit: int | None  # highest address its memory may have; None = anywhere
+    mem: IoTlbMem
+    work_due: int | None = None
+    idle_since: dict[int, int] = field(default_factory=dict)  # id(pool) -> ns it went idle
+    transient: dict[str, list[IoTlbPool]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def reserved_slabs(self) -> int:
+        return self.mem.nslabs
+
+
+class AdaptivePolicy(BouncePolicy):
+    """Grow before failing, shrink when idle, one zone per device address limit."""
+
+    name = "adaptive"
+
+    def __init__(self, mem: IoTlbMem, env: PolicyEnv, **knobs: Any) -> None:
+        unknown = sorted(set(knobs) - set(AdaptiveKnobs.names()))
+        if unknown:
+            raise ValueError(f"unknown adaptive knobs {unknown}; known: {AdaptiveKnobs.names()}")
+        if not mem.profile.dynamic_available:
+            raise ValueError(f"kernel profile {mem.profile.name} predates multi-pool allocators (6.6)")
+        super().__init__(mem)
+        self.knobs = AdaptiveKnobs(**knobs)
+        self.env = env
+        self._lock = threading.RLock()
+        self.counts: dict[str, int] = defaultdict(int)
+        self.top_of_ram = env.pages.total_bytes - 1
+        default = self._setup_zone(mem, limit=None if mem.phys_limit >= self.top_of_ram else mem.phys_limit)
+        self._zones: dict[int | None, BounceZone] = {None: default}
+        self._zone_of_pool: dict[int, BounceZone] = {id(p): default for p in mem.pools}
+        self._uses: set[str] = set()
+        self._ctx = threading.local()  # whether the map in progress on this thread may sleep
+
+    @classmethod
+    def knobs_schema(cls) -> dict[str, Any]:
+        """Knob names and defaults (see :class:`AdaptiveKnobs`)."""
+        return {f.name: f.default for f in fields(AdaptiveKnobs)}
+
+    @classmethod
+    def boot_nslabs(cls, planned: int, **knobs: Any) -> int:
+        """The boot pool this policy wants instead of the kernel's ``planned`` size."""
+        return min(planned, int(knobs.get("initial_slabs", AdaptiveKnobs.initial_slabs)))
+
+    def _setup_zone(self, mem: IoTlbMem, limit: int | None) -> BounceZone:
+        mem.dynamic = True
+        mem.can_grow = True
+        zone = BounceZone(limit, mem)
+        mem.on_exhausted = lambda dev, orig, size, align, cpu: self._exhausted(zone, dev, orig, size, align, cpu)
+        return zone
+
+    # -- zones -----------------------------------------------------------------------------
+    def _zone_for(self, dev: PolicyDevice) -> BounceZone:
+        limit = dev.dma_limit
+        if limit >= self.top_of_ram:
+            return self._zones[None]
+        with self._lock:
+            zone = self._zones.get(limit)
+            if zone is None:
+                mem = IoTlbMem(
+                    [], self.mem.profile, page_size=self.mem.page_size, force_bounce=self.mem.force_bounce,
+                    dynamic=True, phys_limit=limit, default_nareas=self.mem.default_nareas,
+                )
+                zone = self._setup_zone(mem, limit)
+                self._zones[limit] = zone
+                self.counts["zones"] += 1
+            return zone
+
+    def attach_device(self, dev: PolicyDevice) -> None:
+        """A limited device gets its zone, and the zone its first pool, while we may sleep."""
+        zone = self._zone_for(dev)
+        if not zone.mem.pools:
+            self._grow(zone, self.knobs.initial_slabs)
+
+    # -- mapping ---------------------------------------------------------------------------
+    def map(
+        self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int = 0, *, cpu: int = 0,
+        may_sleep: bool = False, attrs: int = 0, alloc_size: int | None = None,
+    ) -> SlotMapping | MapRefused:
+        zone = self._zone_for(dev)
+        mem = zone.mem
+        self._ctx.sleeping = may_sleep  # read by _exhausted, which the core calls from inside the map
+        r = mem.tbl_map_single(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
+        if type(r) is SlotMapping:
+            self._uses.add(dev.name)
+            zone.idle_since.pop(id(r.pool), None)
+            if not r.pool.transient and mem.total_used > self.knobs.high_watermark * mem.nslabs:
+                self._schedule(zone)
+        return r
+
+    def search(
+        self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int, *, cpu: int,
+        alloc_size: int | None,
+    ) -> SlotMapping | MapRefused:
+        return self.map(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
+
+    def _exhausted(
+        self, zone: BounceZone, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int
+    ) -> tuple[IoTlbPool, int] | None:
+        """No pool of the zone had room: grow now if the caller sleeps, else go transient."""
+        n = nr_slots(size)
+        if getattr(self._ctx, "sleeping", False):
+            pool = self._grow(zone, self._growth_slabs(zone, n))
+            if pool is not None:
+                slot = zone.mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
+                for a in range(1, pool.nareas):
+                    if slot >= 0:
+                        break
+                    slot = zone.mem.search_pool_area(dev, pool, a, orig_addr, size, alloc_align_mask)
+                if slot >= 0:
+                    self.counts["sync_growths_used"] += 1
+                    return pool, slot
+        self._schedule(zone)
+        if not self.knobs.transient:
+            return None
+        pool = alloc_pool(self.env, zone.mem, n, n, 1, zone.limit, may_sleep=False, transient=True)
+        if pool is None:
+            self.counts["transient_failed"] += 1
+            return None
+        zone.mem.add_pool(pool)
+        slot = zone.mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
+        if slot < 0:
+            zone.mem.remove_pool(pool)
+            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=False, owner="swiotlb")
+            self.counts["transient_unusable"] += 1
+            return None
+        with self._lock:
+            zone.transient[getattr(dev, "name", "")].insert(0, pool)
+            self._zone_of_pool[id(pool)] = zone
+        self.counts["transient_created"] += 1
+        return pool, slot
+
+    # -- growth and shrinking --------------------------------------------------------------
+    def _growth_slabs(self, zone: BounceZone, need: int = 0) -> int:
+        k = self.knobs
+        want = max(k.min_grow_slabs, int(zone.mem.nslabs * k.growth_factor), need)
+        want = min(want, k.max_grow_slabs, k.max_total_slabs - zone.mem.nslabs)
+        return -(-want // IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE if want > 0 else 0
+
+    def _grow(self, zone: BounceZone, nslabs: int) -> IoTlbPool | None:
+        """Add one pool of up to ``nslabs`` slots to the zone (process context: may sleep)."""
+        if nslabs <= 0:
+            return None
+        nareas = limit_nareas(zone.mem.default_nareas, nslabs)
+        pool = alloc_pool(
+            self.env, zone.mem, IO_TLB_MIN_SLABS if nslabs >= IO_TLB_MIN_SLABS else nslabs, nslabs, nareas,
+            zone.limit, may_sleep=True, transient=False, max_slabs=self.knobs.max_grow_slabs,
+        )
+        if pool is None:
+            self.counts["growth_failed"] += 1
+            return None
+        zone.mem.add_pool(pool)
+        with self._lock:
+            self._zone_of_pool[id(pool)] = zone
+            zone.idle_since[id(pool)] = self.env.now()
+        self.counts["pools_created"] += 1
+        return pool
+
+    def _schedule(self, zone: BounceZone) -> None:
+        with self._lock:
+            if zone.work_due is None:
+                zone.work_due = self.env.now() + self.knobs.worker_delay_ns
+                self.counts["worker_scheduled"] += 1
+
+    def run_deferred(self) -> int:
+        """Due growth, then shrinking of pools idle past the hysteresis; returns actions taken."""
+        now = self.env.now()
+        done = 0
+        for zone in list(self._zones.values()):
+            with self._lock:
+                due = zone.work_due is not None and zone.work_due <= now
+                if due:
+                    zone.work_due = None
+            if due:
+                mem = zone.mem
+                if mem.total_used > self.knobs.high_watermark * mem.nslabs or not mem.pools:
+                    self._grow(zone, self._growth_slabs(zone))
+                done += 1
+            done += self._shrink(zone, now)
+        return done
+
+    def next_deadline(self) -> int | None:
+        """The earliest time :meth:`run_deferred` has work: a due worker or an idle pool."""
+        times = [z.work_due for z in self._zones.values() if z.work_due is not None]
+        times += [t + self.knobs.idle_ns for z in self._zones.values() for t in z.idle_since.values()]
+        return min(times) if times else None
+
+    def _shrink(self, zone: BounceZone, now: int) -> int:
+        freed = 0
+        mem = zone.mem
+        for pool in list(mem.pools[:-1] if zone.limit is None else mem.pools):
+            since = zone.idle_since.get(id(pool))
+            if since is None or pool.used or now - since < self.knobs.idle_ns:
+                continue
+            if mem.nslabs - pool.nslabs < self.knobs.min_keep_slabs:
+                continue
+            mem.remove_pool(pool)
+            with self._lock:
+                zone.idle_since.pop(id(pool), None)
+                self._zone_of_pool.pop(id(pool), None)
+            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=True, owner="swiotlb")
+            self.counts["pools_freed"] += 1
+            freed += 1
+        return freed
+
+    # -- release and lookups ---------------------------------------------------------------
+    def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
+        if pool is None:
+            pool = self.find_pool(dev, tlb_addr)
+        zone = self._zone_of_pool.get(id(pool)) if pool is not None else None
+        if zone is None or pool is None:
+            return self.mem.release_slots(dev, tlb_addr)  # raises the core's ReleaseError
+        n = zone.mem.release_slots(dev, tlb_addr, pool)
+        if pool.transient:
+            with self._lock:
+                zone.transient[dev.name].remove(pool)
+                self._zone_of_pool.pop(id(pool), None)
+            zone.mem.del_transient(pool)
+            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=False, owner="swiotlb")
+            self.counts["transient_freed"] += 1
+        elif not pool.used:
+            zone.idle_since[id(pool)] = self.env.now()
+        return n
+
+    def find_pool(self, dev: PolicyDevice, paddr: int) -> IoTlbPool | None:
+        if dev.name not in self._uses:
+            return None
+        zone = self._zone_for(dev)
+        for pool in zone.mem.pools:
+            if pool.start <= paddr < pool.end:
+                return pool
+        for pool in zone.transient.get(dev.name, ()):
+            if pool.start <= paddr < pool.end:
+                return pool
+        return None
+
+    def bounce_target(self, dev: PolicyDevice, tlb_addr: int, size: int, pool: IoTlbPool | None = None):  # type: ignore[no-untyped-def]
+        return self._zone_for(dev).mem.bounce_target(dev, tlb_addr, size, pool)
+
+    def is_active(self, dev: PolicyDevice) -> bool:
+        return True  # a zone can always be created or grown
+
+    # -- observation -----------------------------------------------------------------------
+    def footprint(self) -> tuple[int, int]:
+        """``(reserved, in_use)`` bytes over every zone, transient pools included."""
+        reserved = sum((z.mem.nslabs + z.mem.transient_nslabs) << IO_TLB_SHIFT for z in self._zones.values())
+        in_use = sum(z.mem.total_used << IO_TLB_SHIFT for z in self._zones.values())
+        return reserved, in_use
+
+    def counters(self) -> dict[str, int]:
+        zones = list(self._zones.values())
+        return {
+            "io_tlb_nslabs": sum(z.mem.nslabs for z in zones),
+            "io_tlb_used": sum(z.mem.total_used for z in zones),
+            "io_tlb_used_hiwater": sum(z.mem.used_hiwater for z in zones),
+            "io_tlb_transient_nslabs": sum(z.mem.transient_nslabs for z in zones),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        reserved, in_use = self.footprint()
+        enc = self.env.encryption.stats
+        return {
+            **super().stats(),
+            **dict(self.counts),
+            "zones": len(self._zones),
+            "pools": sum(len(z.mem.pools) for z in self._zones.values()),
+            "reserved_bytes": reserved,
+            "in_use_bytes": in_use,
+            "decrypt_ops": enc.decrypt_ops,
+            "encrypt_ops": enc.encrypt_ops,
+        }

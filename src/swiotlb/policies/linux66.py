@@ -1,0 +1,213 @@
+"""``linux-6.6``: CONFIG_SWIOTLB_DYNAMIC as merged in Linux 6.6 (spec §5).
+
+Petr Tesarik's series (v5, merged for 6.6) lets the allocator grow:
+
+* When a mapping finds no slot in any listed pool, ``swiotlb_find_slots`` schedules the growth
+  worker (``schedule_work``; a pending item is not queued twice) and then, synchronously, tries
+  a *transient pool*: exactly ``nr_slots(size)`` slots with one area from a non-sleeping
+  allocation below the device's DMA limit, on the device's own list, freed when its one buffer
+  is unmapped (§5.5). Requests over 256 KiB are rejected before any of this from 6.8/6.9 on.
+* The worker (``swiotlb_dyn_alloc``, §5.3) runs later in process context. It allocates a pool
+  of ``default_nslabs`` slots, capped at MAX_PAGE_ORDER pages and halved down to 1 MiB on
+  failure (``swiotlb_alloc_pool``, §5.4), and inserts it at the head of the pool list.
+* Grown pools are never freed. Lookups walk the pool list, and only for devices that have used
+  swiotlb (``dma_uses_io_tlb``, §5.6).
+
+In this model the worker runs at :meth:`Linux66Policy.run_deferred`, once its delay has passed
+on the environment's clock; a simulator calls it at the scheduled time, and tests call it
+directly. Pool order within the search (pool-major until 6.7, area-major from 6.8) comes from the
+kernel profile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+from swiotlb.core.allocator import DmaParams
+from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SHIFT, align_up, nr_slots
+from swiotlb.core.sizing import limit_nareas
+from swiotlb.policies.base import BouncePolicy, PolicyDevice
+from swiotlb.policies.env import PolicyEnv
+
+DEFAULT_WORKER_DELAY_NS = 100_000  # schedule_work to the worker running: a wake-up, assumed
+
+
+def alloc_pool(
+    env: PolicyEnv, mem: IoTlbMem, minslabs: int, nslabs: int, nareas: int, limit: int | None, *,
+    may_sleep: bool, transient: bool, max_slabs: int | None = None,
+) -> IoTlbPool | None:
+    """``swiotlb_alloc_pool`` (§5.4): a pool below ``limit``, halved down to ``minslabs``.
+
+    ``max_slabs`` defaults to the kernel's cap of MAX_PAGE_ORDER pages (4 MiB with 4 KiB
+    pages); a policy that allocates in process context may lift it (contiguous memory).
+    """
+    cap = max_slabs if max_slabs is not None else (env.page_size >> IO_TLB_SHIFT) << env.pages.max_order
+    if nslabs > cap:
+        nslabs = cap
+        nareas = limit_nareas(nareas, nslabs)
+    while True:
+        tlb = env.alloc_bounce(nslabs << IO_TLB_SHIFT, limit=limit, may_sleep=may_sleep, owner="swiotlb")
+        if tlb is not None:
+            break
+        if nslabs <= minslabs:
+            return None
+        nslabs = align_up(nslabs >> 1, 128)
+        nareas = limit_nareas(nareas, nslabs)
+    return IoTlbPool(
+        tlb, nslabs, nareas, late_alloc=True, transient=transient,
+        list_capped=mem.profile.list_capped, name="transient" if transient else "grown",
+    )
+
+
+class Linux66Policy(BouncePolicy):
+    """Linux 6.6+ dynamic SWIOTLB: growth worker, transient pools, no shrinking (spec §5)."""
+
+    name = "linux-6.6"
+
+    def __init__(
+        self,
+        mem: IoTlbMem,
+        env: PolicyEnv,
+        *,
+        default_nslabs: int | None = None,
+        default_nareas: int | None = None,
+        worker_delay_ns: int = DEFAULT_WORKER_DELAY_NS,
+        transient: bool = True,
+    ) -> None:
+        if not mem.profile.dynamic_available:
+            raise ValueError(f"kernel profile {mem.profile.name} predates CONFIG_SWIOTLB_DYNAMIC (6.6)")
+        super().__init__(mem)
+        mem.dynamic = True
+        mem.can_grow = bool(mem.pools)  # no boot pool, no growth (spec §5.1)
+        mem.on_exhausted = self._exhausted
+        self.env = env
+        self.default_nslabs = default_nslabs or (mem.pools[-1].nslabs if mem.pools else 0)
+        self.default_nareas = default_nareas or mem.default_nareas
+        self.worker_delay_ns = worker_delay_ns
+        self.transient_enabled = transient
+        self._lock = threading.Lock()
+        self._work_due: int | None = None
+        self._transient: dict[str, list[IoTlbPool]] = defaultdict(list)
+        self._uses_io_tlb: set[str] = set()
+        self.counts: dict[str, int] = defaultdict(int)
+
+    # -- the search and its fallbacks ------------------------------------------------------
+    def search(
+        self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int, *, cpu: int,
+        alloc_size: int | None,
+    ) -> SlotMapping | MapRefused:
+        r = self.mem.tbl_map_single(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
+        if type(r) is SlotMapping:
+            self._uses_io_tlb.add(dev.name)  # dma_uses_io_tlb, set once and never cleared
+        return r
+
+    def _exhausted(
+        self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int
+    ) -> tuple[IoTlbPool, int] | None:
+        """Every listed pool failed: schedule the worker, then try a transient pool (§3.2, §5.5)."""
+        self._schedule_worker()
+        if not self.transient_enabled:
+            return None
+        n = nr_slots(size)
+        limit: int | None = getattr(dev, "dma_limit", None)
+        pool = alloc_pool(self.env, self.mem, n, n, 1, limit, may_sleep=False, transient=True)
+        if pool is None:
+            self.counts["transient_failed"] += 1
+            return None
+        self.mem.add_pool(pool)
+        slot = self.mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
+        if slot < 0:  # e.g. a min-align offset that needs a slot the tiny pool does not have
+            self.mem.remove_pool(pool)
+            self._free_pool(pool, may_sleep=False)
+            self.counts["transient_unusable"] += 1
+            return None
+        name = getattr(dev, "name", "")
+        with self._lock:
+            self._transient[name].insert(0, pool)
+        self.counts["transient_created"] += 1
+        return pool, slot
+
+    def _schedule_worker(self) -> None:
+        if not self.mem.can_grow:
+            return
+        with self._lock:
+            if self._work_due is None:
+                self._work_due = self.env.now() + self.worker_delay_ns
+                self.counts["worker_scheduled"] += 1
+
+    # -- pools -----------------------------------------------------------------------------
+    def _free_pool(self, pool: IoTlbPool, *, may_sleep: bool) -> None:
+        self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=may_sleep, owner="swiotlb")
+
+    def run_deferred(self) -> int:
+        """Run the growth worker if it is due on the environment's clock (§5.3)."""
+        with self._lock:
+            due = self._work_due
+            if due is None or due > self.env.now():
+                return 0
+            self._work_due = None
+        pool = alloc_pool(
+            self.env, self.mem, IO_TLB_MIN_SLABS, self.default_nslabs, self.default_nareas,
+            self.mem.phys_limit, may_sleep=True, transient=False,
+        )
+        if pool is None:
+            self.counts["worker_failed"] += 1  # "Failed to allocate new pool"
+        else:
+            self.mem.add_pool(pool)
+            self.counts["pools_created"] += 1
+        return 1
+
+    @property
+    def worker_due(self) -> int | None:
+        """When the scheduled growth worker runs (ns on the environment's clock), if pending."""
+        return self._work_due
+
+    # -- release and lookups ---------------------------------------------------------------
+    def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
+        if pool is None:
+            pool = self.find_pool(dev, tlb_addr)
+            if pool is None:
+                return self.mem.release_slots(dev, tlb_addr)  # raises the core's ReleaseError
+        if not pool.transient:
+            return self.mem.release_slots(dev, tlb_addr, pool)
+        n = self.mem.release_slots(dev, tlb_addr, pool)  # validates the address first
+        with self._lock:
+            self._transient[dev.name].remove(pool)
+        self.mem.del_transient(pool)  # swiotlb_del_transient: used -= pool.nslabs
+        self._free_pool(pool, may_sleep=False)  # RCU callback; transient memory is atomic-pool or plain
+        self.counts["transient_freed"] += 1
+        return n
+
+    def find_pool(self, dev: PolicyDevice, paddr: int) -> IoTlbPool | None:
+        """``swiotlb_find_pool`` (§5.6): nothing for devices that never bounced, else the walk."""
+        if dev.name not in self._uses_io_tlb and not self._transient.get(dev.name):
+            return None
+        for pool in self.mem.pools:
+            if pool.start <= paddr < pool.end:
+                return pool
+        for pool in self._transient.get(dev.name, ()):
+            if pool.start <= paddr < pool.end:
+                return pool
+        return None
+
+    # -- observation -----------------------------------------------------------------------
+    def footprint(self) -> tuple[int, int]:
+        """``(reserved, in_use)`` bytes of bounce memory, transient pools included."""
+        reserved = (self.mem.nslabs + self.mem.transient_nslabs) << IO_TLB_SHIFT
+        return reserved, self.mem.total_used << IO_TLB_SHIFT
+
+    def stats(self) -> dict[str, Any]:
+        reserved, in_use = self.footprint()
+        enc = self.env.encryption.stats
+        return {
+            **super().stats(),
+            **dict(self.counts),
+            "pools": len(self.mem.pools),
+            "reserved_bytes": reserved,
+            "in_use_bytes": in_use,
+            "decrypt_ops": enc.decrypt_ops,
+            "encrypt_ops": enc.encrypt_ops,
+        }

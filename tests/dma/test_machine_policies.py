@@ -1,0 +1,95 @@
+"""Machines with a policy other than the static pool: boot, growth and the seed's cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from swiotlb import DmaDirection, DmaMappingError, Machine, dma_bit_mask
+
+GIB = 1 << 30
+TO, FROM = DmaDirection.TO_DEVICE, DmaDirection.FROM_DEVICE
+FULLHD, UHD = 8_294_400, 35_389_440  # Raspberry Pi 4 dma-buf frames (scenarios S4)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_unknown_policy_is_refused_with_the_known_names() -> None:
+    with pytest.raises(ValueError, match="known policies: .*linux-6.6.*static"):
+        Machine("2G", cmdline="swiotlb=force", policy="no-such-policy")
+
+
+def test_cpu_buffers_come_from_the_page_allocator_and_can_be_freed() -> None:
+    m = Machine("2G")
+    free = m.pages.free_bytes()
+    buf = m.alloc(10_000, limit=GIB - 1)
+    assert buf.phys_addr + buf.size <= GIB and m.pages.free_bytes() == free - 16384
+    buf.free()
+    assert m.pages.free_bytes() == free
+    big = m.alloc(16 << 20)  # above MAX_PAGE_ORDER: a contiguous allocation
+    big.free()
+    assert m.pages.free_bytes() == free
+
+
+def test_linux66_machine_grows_when_the_boot_pool_is_full() -> None:
+    clock = Clock()
+    m = Machine("4G", cmdline="swiotlb=1024,force", policy="linux-6.6", clock=clock)
+    dev = m.add_device("virtio")
+    bufs = [m.alloc(256 << 10) for _ in range(9)]
+    dmas = [dev.map_single(b, 256 << 10, TO) for b in bufs[:8]]  # fills the 2 MiB pool
+    extra = dev.map_single(bufs[8], 64 << 10, TO)  # served by a transient pool
+    assert m.stats["io_tlb_transient_nslabs"] == 32
+    assert dev.dma_read(extra, 16) == bufs[8].read(0, 16)
+    dev.unmap(extra, 64 << 10, TO)
+    assert m.stats["io_tlb_transient_nslabs"] == 0
+    clock.now = 10**9
+    assert m.run_deferred() == 1
+    assert m.stats["io_tlb_nslabs"] == 2048 and len(m.mem.pools) == 2
+    again = dev.map_single(bufs[8], 64 << 10, TO)
+    assert m.mem.find_pool(again) is m.mem.pools[0]
+    for d, b in zip(dmas, bufs):
+        dev.unmap(d, 256 << 10, TO)
+
+
+def test_confidential_guest_decrypts_per_pool_not_per_mapping() -> None:
+    """Scenario S1: every streaming mapping bounces; shared-memory conversions happen for the
+    boot pool and each grown pool, never for a single mapping."""
+    clock = Clock()
+    m = Machine("8G", cpus=2, coco=True, cmdline="swiotlb=1024", policy="linux-6.6", clock=clock)
+    dev = m.add_device("virtio-blk")
+    assert m.mem.force_bounce
+    boot_decrypts = m.encryption.stats.decrypt_ops
+    buf = m.alloc(4096)
+    for _ in range(50):
+        dma = dev.map_single(buf, 4096, TO)
+        assert m.mem.find_pool(dma) is not None
+        dev.unmap(dma, 4096, TO)
+    assert m.encryption.stats.decrypt_ops == boot_decrypts
+    held = [dev.map_single(m.alloc(256 << 10), 256 << 10, TO) for _ in range(8)]
+    dev.map_single(m.alloc(8192), 8192, TO)  # transient, from the pre-decrypted atomic pool
+    assert m.encryption.stats.decrypt_ops == boot_decrypts
+    clock.now = 10**9
+    m.run_deferred()
+    assert m.encryption.stats.decrypt_ops == boot_decrypts + 1  # the grown pool, once
+    assert len(held) == 8
+
+
+@pytest.mark.parametrize("policy", ["static", "linux-6.6"])
+@pytest.mark.parametrize("size", [FULLHD, UHD])
+def test_raspberry_pi_4_frames_are_too_large_for_slot_pools(policy: str, size: int) -> None:
+    """Scenario S4: a 30-bit vc4 device cannot map an 8-34 MiB frame through 256 KiB slots."""
+    m = Machine("8G", cpus=4, arch="arm64", zone_dma_bits=30, policy=policy,
+                cma=[(256 << 20, 512 << 20)])
+    assert m.pool is not None and m.pool.end <= GIB  # arm64 places the pool in ZONE_DMA
+    vc4 = m.add_device("vc4", dma_mask=dma_bit_mask(30))
+    frame = 5 * GIB  # a frame the GPU (v3d, 16 GiB window) rendered high in RAM
+    m.memory.write(frame, b"\x5a" * 4096)
+    with pytest.raises(DmaMappingError) as info:
+        vc4.map_single(frame, size, TO, may_sleep=True)
+    assert info.value.cause == "too_large"
+    assert m.mem.total_used == 0

@@ -1,0 +1,215 @@
+"""Our adaptive design: grows before failing, shrinks when idle, one zone per address limit."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from swiotlb import DmaDirection, Machine
+from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+from swiotlb.core.constants import IO_TLB_SHIFT
+from swiotlb.memory import BackgroundLoad, MemoryEncryption, PageAllocator, ZoneLayout
+from swiotlb.policies import AdaptivePolicy, make_policy
+from swiotlb.policies.env import PolicyEnv
+
+GIB = 1 << 30
+SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Dev:
+    name: str = "nvme0"
+    min_align_mask: int = 0
+    seg_boundary_mask: int = 0xFFFF_FFFF
+    dma_limit: int = (1 << 64) - 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def setup(nslabs: int = 1024, *, coco: bool = False, ram: int = 8 * GIB, **knobs: object) -> tuple[AdaptivePolicy, Clock]:
+    base = 0x4000_0000
+    pages = PageAllocator(ZoneLayout.x86_64(ram), reserved=[(base, nslabs << IO_TLB_SHIFT)])
+    clock = Clock()
+    env = PolicyEnv(pages, MemoryEncryption(coco, page_size=4096), clock=clock)
+    mem = IoTlbMem([IoTlbPool(base, nslabs, 1)], "v6.12", force_bounce=True)
+    return AdaptivePolicy(mem, env, worker_delay_ns=1_000, **knobs), clock
+
+
+def test_it_grows_before_the_pool_runs_out() -> None:
+    policy, clock = setup(1024)
+    dev = Dev()
+    for i in range(6):  # 6 x 128 = 768 slots: past the 75 % watermark
+        assert isinstance(policy.map(dev, 0x1_0000_0000 + (i << 20), 256 << 10), SlotMapping)
+    assert policy.counts["worker_scheduled"] == 0
+    assert isinstance(policy.map(dev, 0x2_0000_0000, 256 << 10), SlotMapping)  # 896 > 768
+    assert policy.counts["worker_scheduled"] == 1
+    clock.now = 1_000
+    policy.run_deferred()
+    assert policy.counts["pools_created"] == 1 and policy.mem.nslabs == 2048
+    for i in range(8):  # atomic maps keep succeeding from the new pool, no transient pools
+        assert isinstance(policy.map(dev, 0x3_0000_0000 + (i << 20), 256 << 10), SlotMapping)
+    assert policy.counts["transient_created"] == 0
+
+
+def test_a_sleeping_caller_grows_the_zone_instead_of_failing() -> None:
+    policy, _ = setup(1024, min_grow_slabs=4096)
+    dev = Dev()
+    for i in range(8):
+        policy.map(dev, 0x1_0000_0000 + (i << 20), 256 << 10)
+    r = policy.map(dev, 0x2_0000_0000, 256 << 10, may_sleep=True)
+    assert isinstance(r, SlotMapping) and r.pool.nslabs == 4096 and not r.pool.transient
+    assert policy.counts["sync_growths_used"] == 1
+
+
+def test_an_atomic_caller_never_does_sleeping_work() -> None:
+    """In a confidential guest decrypting may sleep: an atomic map that finds the pool full
+    gets pre-decrypted atomic-pool memory, and no conversion happens on its behalf."""
+    policy, clock = setup(1024, coco=True)
+    dev = Dev()
+    decrypts = policy.env.encryption.stats.decrypt_ops
+    for i in range(8):
+        policy.map(dev, 0x1_0000_0000 + (i << 20), 256 << 10)
+    r = policy.map(dev, 0x2_0000_0000, 16 << 10)
+    assert isinstance(r, SlotMapping) and r.pool.transient
+    assert policy.env.atomic_pool is not None and policy.env.atomic_pool.owns(r.pool.start)
+    assert policy.env.encryption.stats.decrypt_ops == decrypts
+    clock.now = 10**6
+    policy.run_deferred()  # the worker may sleep: one conversion for the whole new pool
+    assert policy.env.encryption.stats.decrypt_ops == decrypts + 1
+
+
+def test_idle_pools_are_freed_after_the_hysteresis_and_not_before() -> None:
+    policy, clock = setup(1024, coco=True)
+    dev = Dev()
+    maps = [policy.map(dev, 0x1_0000_0000 + (i << 20), 256 << 10) for i in range(7)]
+    clock.now = 1_000
+    policy.run_deferred()
+    assert policy.mem.nslabs == 2048
+    grown = policy.mem.pools[0]
+    r = policy.map(dev, 0x2_0000_0000, 256 << 10)
+    assert isinstance(r, SlotMapping) and r.pool is grown
+    policy.release(dev, r.tlb_addr, r.pool)  # the grown pool is idle from now on
+    idle_from = clock.now
+    clock.now = idle_from + 29 * SECOND
+    policy.run_deferred()
+    assert grown in policy.mem.pools
+    encrypts = policy.env.encryption.stats.encrypt_ops
+    clock.now = idle_from + 30 * SECOND
+    policy.run_deferred()
+    assert grown not in policy.mem.pools and policy.counts["pools_freed"] == 1
+    assert policy.env.encryption.stats.encrypt_ops == encrypts + 1  # made private again, once
+    assert policy.mem.nslabs == 1024  # the boot pool stays
+    assert all(isinstance(m, SlotMapping) for m in maps)
+
+
+def test_a_busy_pool_is_never_freed() -> None:
+    policy, clock = setup(1024)
+    dev = Dev()
+    maps = [policy.map(dev, 0x1_0000_0000 + (i << 20), 256 << 10) for i in range(7)]
+    clock.now = 1_000
+    policy.run_deferred()
+    grown = policy.mem.pools[0]
+    held = policy.map(dev, 0x2_0000_0000, 256 << 10)
+    assert isinstance(held, SlotMapping) and held.pool is grown
+    clock.now = 100 * SECOND
+    policy.run_deferred()
+    assert grown in policy.mem.pools and len(maps) == 7
+
+
+def test_a_64_bit_device_filling_its_pools_does_not_starve_a_30_bit_device() -> None:
+    policy, _ = setup(1024, max_total_slabs=1024, transient=False)
+    fast, slow = Dev("nic"), Dev("vc4", dma_limit=(1 << 30) - 1)
+    policy.attach_device(slow)
+    while isinstance(policy.map(fast, 0x1_0000_0000, 256 << 10, may_sleep=True), SlotMapping):
+        pass
+    r = policy.map(slow, 0x1_8000_0000, 64 << 10)
+    assert isinstance(r, SlotMapping) and r.tlb_addr + (64 << 10) <= 1 << 30
+    assert policy.stats()["zones"] == 2
+
+
+def test_unknown_or_invalid_knobs_are_refused_with_what_is_allowed() -> None:
+    with pytest.raises(ValueError, match="unknown adaptive knobs"):
+        setup(1024, watermark=0.5)
+    with pytest.raises(ValueError, match="high_watermark"):
+        setup(1024, high_watermark=1.5)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        setup(1024, min_grow_slabs=100)
+
+
+def test_random_traffic_keeps_every_zone_consistent() -> None:
+    policy, clock = setup(1024)
+    rng = random.Random(5)
+    devs = [Dev("a"), Dev("b", dma_limit=(1 << 32) - 1), Dev("c", min_align_mask=0xFFF)]
+    for d in devs:
+        policy.attach_device(d)
+    live: list[tuple[Dev, SlotMapping]] = []
+    for step in range(3000):
+        clock.now += rng.randrange(10**7)
+        if live and rng.random() < 0.48:
+            d, m = live.pop(rng.randrange(len(live)))
+            policy.release(d, m.tlb_addr, m.pool)
+        else:
+            d = rng.choice(devs)
+            r = policy.map(d, rng.randrange(1 << 40) & ~0x3F, rng.randint(1, 200_000), may_sleep=rng.random() < 0.3)
+            if isinstance(r, SlotMapping):
+                assert r.tlb_addr <= d.dma_limit
+                live.append((d, r))
+        if step % 100 == 0:
+            policy.run_deferred()
+    for zone in policy._zones.values():
+        assert zone.mem.check_invariants() == []
+    for d, m in live:
+        policy.release(d, m.tlb_addr, m.pool)
+    assert policy.counters()["io_tlb_used"] == 0
+
+
+# -- through the machine -------------------------------------------------------------------
+
+
+def test_machine_boots_a_small_pool_for_adaptive() -> None:
+    static = Machine("8G", cpus=8, cmdline="swiotlb=force")
+    adaptive = Machine("8G", cpus=8, cmdline="swiotlb=force", policy="adaptive")
+    assert static.stats["io_tlb_nslabs"] == 32768
+    assert adaptive.stats["io_tlb_nslabs"] == 512  # 1 MiB, with areas limited to 512 / 128
+    assert adaptive.pool is not None and adaptive.pool.nareas == 4
+
+
+def test_embedded_board_footprint_and_oom() -> None:
+    """Scenario S6 / issue 3 §5: a 512 MiB board with rare small bounces. The static pool
+    holds 64 MiB; adaptive holds at most 2 MiB, and under memory pressure the static pool's
+    64 MiB turn into OOM events that the adaptive board does not have."""
+    results = {}
+    for policy in ("static", "adaptive"):
+        clock = Clock()
+        m = Machine("512M", cpus=2, cmdline="swiotlb=force", policy=policy, clock=clock)
+        sdio = m.add_device("sdio")
+        buf = m.alloc(4096)
+        for i in range(60):  # ~6 events/s for 10 s: 4 B, 212 B and 4096 B bounces
+            clock.now += SECOND // 6
+            size = (4, 212, 4096)[i % 3]
+            dma = sdio.map_single(buf, size, DmaDirection.TO_DEVICE)
+            sdio.unmap(dma, size, DmaDirection.TO_DEVICE)
+            m.run_deferred()
+        reserved = m.stats["io_tlb_nslabs"] << IO_TLB_SHIFT
+        load = BackgroundLoad(m.pages, random.Random(1), target_bytes=480 << 20)
+        for step in range(200):
+            load.step(step)
+        results[policy] = (reserved, m.pages.stats.oom_events)
+    assert results["static"][0] == 64 << 20
+    assert results["adaptive"][0] <= 2 << 20
+    assert results["static"][1] > 0 and results["adaptive"][1] == 0
+
+
+def test_make_policy_builds_adaptive_from_options() -> None:
+    policy, _ = setup(1024)
+    p2 = make_policy("adaptive", IoTlbMem([IoTlbPool(0x8000_0000, 512, 1)], "v6.12"), policy.env, idle_ns=5)
+    assert isinstance(p2, AdaptivePolicy) and p2.knobs.idle_ns == 5
+    assert isinstance(p2.map(Dev(), 0x1000, 300 << 10), MapRefused)  # > 256 KiB: too large (slots)
