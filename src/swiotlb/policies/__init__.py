@@ -9,6 +9,7 @@ from swiotlb.core import IoTlbMem
 from swiotlb.policies.adaptive import AdaptiveKnobs, AdaptivePolicy
 from swiotlb.policies.base import BouncePolicy, PolicyDevice
 from swiotlb.policies.env import PolicyEnv
+from swiotlb.policies.lending import LendingPolicy
 from swiotlb.policies.linux66 import Linux66Policy
 from swiotlb.policies.rfc_v1 import RfcV1Policy
 from swiotlb.policies.static import StaticPolicy
@@ -17,6 +18,7 @@ POLICIES: dict[str, type[BouncePolicy]] = {StaticPolicy.name: StaticPolicy}
 POLICIES[Linux66Policy.name] = Linux66Policy
 POLICIES[AdaptivePolicy.name] = AdaptivePolicy
 POLICIES[RfcV1Policy.name] = RfcV1Policy
+POLICIES[LendingPolicy.name] = LendingPolicy
 
 
 def policy_class(name: str) -> type[BouncePolicy]:
