@@ -20,6 +20,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from swiotlb.memory import intervals
+
 from swiotlb.memory.gfp import SleepInAtomicContext
 
 DEFAULT_COST_NS_PER_CALL = 20_000  # assumption: TLB shootdown + hypercall round trip
@@ -74,7 +76,7 @@ class MemoryEncryption:
         if i + 1 < len(self._starts) and self._starts[i + 1] < hi:
             nxt = self._starts[i + 1]
             raise EncryptionError(f"set_decrypted({phys:#x}, {npages}): page {nxt:#x} is already shared")
-        self._insert(lo, hi)
+        intervals.insert(self._starts, self._ends, lo, hi)
         self._shared_pages += npages
         self.stats.decrypt_ops += 1
         self.stats.decrypted_pages += npages
@@ -86,17 +88,12 @@ class MemoryEncryption:
         lo, hi = self._validate("set_encrypted", phys, npages, may_sleep)
         if not self.enabled:
             return 0
-        i = bisect.bisect_right(self._starts, lo) - 1
-        if i < 0 or self._ends[i] <= lo:
+        i = intervals.containing(self._starts, self._ends, lo)
+        if i < 0:
             raise EncryptionError(f"set_encrypted({phys:#x}, {npages}): page {lo:#x} is not shared")
         if self._ends[i] < hi:
             raise EncryptionError(f"set_encrypted({phys:#x}, {npages}): page {self._ends[i]:#x} is not shared")
-        s, e = self._starts[i], self._ends[i]
-        del self._starts[i], self._ends[i]
-        for a, b in ((hi, e), (s, lo)):  # keep the parts outside [lo, hi)
-            if a < b:
-                self._starts.insert(i, a)
-                self._ends.insert(i, b)
+        intervals.carve(self._starts, self._ends, i, lo, hi)  # keep the parts outside [lo, hi)
         self._shared_pages -= npages
         self.stats.encrypt_ops += 1
         self.stats.encrypted_pages += npages
@@ -134,18 +131,6 @@ class MemoryEncryption:
         cost = self.cost_ns_per_call + npages * self.cost_ns_per_page
         self.stats.cost_ns += cost
         return cost
-
-    def _insert(self, lo: int, hi: int) -> None:
-        i = bisect.bisect_left(self._starts, lo)
-        if i > 0 and self._ends[i - 1] == lo:  # merge with the predecessor
-            i -= 1
-            lo = self._starts[i]
-            del self._starts[i], self._ends[i]
-        if i < len(self._starts) and self._starts[i] == hi:  # merge with the successor
-            hi = self._ends[i]
-            del self._starts[i], self._ends[i]
-        self._starts.insert(i, lo)
-        self._ends.insert(i, hi)
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 import threading
 
+from swiotlb.memory import intervals
+
 
 class RangeError(ValueError):
     """A request the allocator cannot honour; the message names the range involved."""
@@ -122,26 +124,10 @@ class RangeAllocator:
 
     # -- free-list maintenance (lock held) -------------------------------------------------
     def _carve(self, i: int, lo: int, hi: int) -> None:
-        s, e = self._starts[i], self._ends[i]
-        del self._starts[i], self._ends[i]
-        if hi < e:
-            self._starts.insert(i, hi)
-            self._ends.insert(i, e)
-        if s < lo:
-            self._starts.insert(i, s)
-            self._ends.insert(i, lo)
+        intervals.carve(self._starts, self._ends, i, lo, hi)
 
     def _insert(self, lo: int, hi: int) -> None:
-        i = bisect.bisect_left(self._starts, lo)
-        if i > 0 and self._ends[i - 1] == lo:  # merge with the predecessor
-            i -= 1
-            lo = self._starts[i]
-            del self._starts[i], self._ends[i]
-        if i < len(self._starts) and self._starts[i] == hi:  # merge with the successor
-            hi = self._ends[i]
-            del self._starts[i], self._ends[i]
-        self._starts.insert(i, lo)
-        self._ends.insert(i, hi)
+        intervals.insert(self._starts, self._ends, lo, hi)
 
     def __repr__(self) -> str:
         return f"RangeAllocator(ram={self.ram:#x}, free={self.free_bytes:#x}, allocations={len(self._allocated)})"
