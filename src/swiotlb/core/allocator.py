@@ -30,6 +30,7 @@ from swiotlb.core.sizing import max_mapping_size
 from swiotlb.core.profiles import DEFAULT_PROFILE, KernelProfile, SearchMasks, get_profile
 from swiotlb.core.search import (
     SearchRequest,
+    area_may_fit,
     fast_search,
     free_slots,
     progression,
@@ -319,6 +320,8 @@ class IoTlbMem:
         n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         area = pool.areas[area_index]
         nslabs = pool.area_nslabs
+        if n > nslabs - area.used or (n > 1 and fast and not area_may_fit(area, n)):
+            return -1  # cheap look before the lock; the answer cannot change the outcome
         tbl = pool.start & bmask
         shift = (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         lock = area.lock

@@ -133,6 +133,11 @@ def search_area_wrap(pool: IoTlbPool, area_index: int, req: SearchRequest) -> in
     )
 
 
+def area_may_fit(area: IoTlbArea, n: int) -> bool:
+    """False when the upper-bound index proves no free run of ``n`` slots exists in the area."""
+    return _AT_LEAST[n].search(area.blkub) is not None if n <= 255 else False
+
+
 def _next_segment(area: IoTlbArea, seg: int, last_seg: int, n: int) -> int:
     """First area segment in ``[seg, last_seg]`` whose upper bound is >= n, or -1.
 
