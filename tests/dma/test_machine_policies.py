@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from swiotlb import DmaDirection, DmaMappingError, Machine, dma_bit_mask
@@ -93,3 +95,54 @@ def test_raspberry_pi_4_frames_are_too_large_for_slot_pools(policy: str, size: i
         vc4.map_single(frame, size, TO, may_sleep=True)
     assert info.value.cause == "too_large"
     assert m.mem.total_used == 0
+
+
+def test_lending_machine_reserves_its_region_at_boot() -> None:
+    """The lending region is set aside like a CMA area, below the boot pool's limit, and its
+    free pages are lent to movable memory until bouncing claims them."""
+    m = Machine("8G", cpus=2, cmdline="swiotlb=force", policy="lending")
+    start, nbytes = m.config.options.get("region_start"), m.config.options.get("region_bytes")
+    opts = m._policy_options
+    assert opts["region_bytes"] == 64 << 20 and opts["region_start"] + opts["region_bytes"] <= 4 * GIB
+    assert m.pages.in_cma(opts["region_start"])
+    assert start is None and nbytes is None  # the config keeps what the user asked for
+    dev = m.add_device("virtio")
+    buf = m.alloc(4096)
+    dma = dev.map_single(buf, 4096, TO)
+    dev.unmap(dma, 4096, TO)
+
+
+def rpi4(policy: str) -> Machine:
+    """Scenario S4: 8 GiB, ZONE_DMA = the first GiB (vc4's reach), 512 MiB of CMA inside it."""
+    return Machine("8G", cpus=4, arch="arm64", zone_dma_bits=30, policy=policy,
+                   cma=[(256 << 20, 512 << 20)], cmdline="")
+
+
+@pytest.mark.parametrize("policy", ["rfc-v1", "adaptive"])
+@pytest.mark.parametrize("size", [FULLHD, UHD])
+def test_raspberry_pi_4_frames_bounce_through_buffers_below_1gib(policy: str, size: int) -> None:
+    """Scenario S4 end to end: a sleeping vc4 caller maps a frame rendered at 5 GiB; the bounce
+    buffer lies below 1 GiB and the bytes reach the device, and device writes reach the CPU."""
+    m = rpi4(policy)
+    vc4 = m.add_device("vc4", dma_mask=dma_bit_mask(30))
+    rng = random.Random(size)
+    frame, back = 5 * GIB, 6 * GIB
+    pixels = rng.randbytes(size)
+    m.memory.write(frame, pixels)
+    dma = vc4.map_single(frame, size, TO, may_sleep=True)
+    assert dma != frame and dma + size <= GIB
+    assert vc4.dma_read(dma, size) == pixels  # copied in at map time
+    scanout = vc4.map_single(back, size, FROM, may_sleep=True)  # a frame the device fills
+    assert scanout + size <= GIB and not (scanout < dma + size and dma < scanout + size)
+    written = rng.randbytes(size)
+    vc4.dma_write(scanout, written)
+    vc4.unmap(scanout, size, FROM)
+    assert m.memory.read(back, size) == written  # copied back at unmap
+    vc4.unmap(dma, size, TO)
+    assert vc4.live_mappings() == [] and m.mem.total_used == 0
+    stats = m.policy.stats()
+    prefix = "dyn_" if policy == "rfc-v1" else "large_"
+    assert stats[prefix + "created"] == stats[prefix + "freed"] == 2 and stats[prefix + "bytes"] == 0
+    with pytest.raises(DmaMappingError) as info:  # atomic: no CMA, and no slot run holds a frame
+        vc4.map_single(frame, size, TO)
+    assert info.value.cause == "too_large"

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import pytest
 
 from swiotlb import DmaDirection, Machine
-from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+from swiotlb.core import IoTlbMem, IoTlbPool, MapFailure, MapRefused, SlotMapping
 from swiotlb.core.constants import IO_TLB_SHIFT
-from swiotlb.memory import BackgroundLoad, MemoryEncryption, PageAllocator, ZoneLayout
+from swiotlb.memory import BackgroundLoad, CmaRegion, MemoryEncryption, PageAllocator, ZoneLayout
 from swiotlb.policies import AdaptivePolicy, make_policy
+from swiotlb.policies.adaptive import LARGE_OWNER
+from swiotlb.policies.base import BufferMapping
+from swiotlb.policies.buffers import DynamicBuffer
+from swiotlb.policies.deferral import DeferralQueue
 from swiotlb.policies.env import PolicyEnv
 
 GIB = 1 << 30
@@ -171,6 +176,176 @@ def test_random_traffic_keeps_every_zone_consistent() -> None:
     assert policy.counters()["io_tlb_used"] == 0
 
 
+# -- mappings no slot run can hold (scenario S4) -------------------------------------------
+
+FULLHD, UHD = 8_294_400, 35_389_440  # Raspberry Pi 4 dma-buf frames
+VC4 = Dev("vc4", dma_limit=(1 << 30) - 1)
+
+
+def rpi4(*, coco: bool = False, **knobs: object) -> AdaptivePolicy:
+    """8 GiB Raspberry Pi 4: a 1 MiB boot pool and 256 MiB of CMA, both below 1 GiB."""
+    base = 0x3800_0000
+    pages = PageAllocator(ZoneLayout.rpi4(8 * GIB), cma=[CmaRegion(0x1000_0000, 256 << 20)],
+                          reserved=[(base, 1 << 20)])
+    env = PolicyEnv(pages, MemoryEncryption(coco, page_size=4096), clock=Clock())
+    return AdaptivePolicy(IoTlbMem([IoTlbPool(base, 512, 1)], "v6.12", force_bounce=coco), env, **knobs)
+
+
+def test_a_sleeping_caller_gets_a_contiguous_buffer_below_the_device_limit() -> None:
+    policy = rpi4()
+    policy.attach_device(VC4)
+    pages = policy.env.pages
+    reserved0, used0 = policy.footprint()
+    maps = [policy.map(VC4, 0x1_4000_0000, size, may_sleep=True) for size in (FULLHD, UHD)]
+    bufs = [m.pool for m in maps if isinstance(m, BufferMapping)]
+    assert len(bufs) == 2 and all(isinstance(b, DynamicBuffer) for b in bufs)
+    held = 0
+    for m, buf, size in zip(maps, bufs, (FULLHD, UHD)):
+        assert m.tlb_addr == buf.phys and buf.end <= GIB and pages.in_cma(buf.phys)
+        assert buf.nbytes == -(-size // 4096) * 4096 and buf.mapping_size == size
+        assert policy.find_pool(VC4, buf.phys + size - 1) is buf
+        span = policy.bounce_target(VC4, buf.phys + 4096, 100)
+        assert span is not None and span.orig_addr == 0x1_4000_0000 + 4096 and span.nbytes == 100
+        held += buf.nbytes
+    assert policy.footprint() == (reserved0 + held, used0 + held)
+    assert policy.counters()["io_tlb_used"] == 0  # no slot taken, no pool grown for them
+    stats = policy.stats()
+    assert stats["large_live"] == 2 and stats["large_bytes"] == held and stats["pools_created"] == 1  # attach
+    for m, buf in zip(maps, bufs):
+        assert policy.release(VC4, m.tlb_addr, buf) == 0
+    assert policy.footprint() == (reserved0, used0) and policy.large.buffers() == []
+    assert LARGE_OWNER not in pages.bytes_by_owner()  # the memory went back
+    assert policy.find_pool(VC4, bufs[0].phys) is None
+
+
+def test_an_atomic_caller_never_gets_cma_and_fails_as_too_large() -> None:
+    policy = rpi4()
+    policy.attach_device(VC4)
+    r = policy.map(VC4, 0x1_4000_0000, FULLHD)
+    assert isinstance(r, MapRefused) and r.cause is MapFailure.TOO_LARGE
+    assert policy.env.pages.stats.contig_allocations == 0 and policy.counts["large_failed"] == 1
+    assert policy.counts["pools_created"] == 1 and policy.counts["transient_created"] == 0  # 1: attach
+    small = policy.map(VC4, 0x1_4000_0000, 512 << 10)  # a non-sleeping buddy allocation suffices
+    assert isinstance(small, BufferMapping) and small.tlb_addr + (512 << 10) <= GIB
+
+
+def test_devices_with_alignment_needs_and_the_knob_off_keep_slot_semantics() -> None:
+    for policy, dev in ((rpi4(), Dev("nvme", min_align_mask=0xFFF)), (rpi4(large_buffers=False), VC4)):
+        policy.attach_device(dev)
+        r = policy.map(dev, 0x1_4000_0000, FULLHD, may_sleep=True)
+        assert isinstance(r, MapRefused) and r.cause is MapFailure.TOO_LARGE
+        assert policy.large.created == 0 and policy.counts["sync_growths_used"] == 0
+
+
+def test_no_pool_is_grown_for_a_mapping_no_pool_can_hold() -> None:
+    """Before 6.8 the core has no early 256 KiB reject; the exhaustion hook must not grow."""
+    pages = PageAllocator(ZoneLayout.x86_64(8 * GIB), reserved=[(0x4000_0000, 1 << 20)])
+    env = PolicyEnv(pages, clock=Clock())
+    policy = AdaptivePolicy(IoTlbMem([IoTlbPool(0x4000_0000, 512, 1)], "v6.6"), env, large_buffers=False)
+    r = policy.map(Dev(), 0x1_0000_0000, 1 << 20, may_sleep=True)
+    assert isinstance(r, MapRefused) and r.cause is MapFailure.TOO_LARGE
+    assert policy.counts["pools_created"] == 0 and policy.counts["transient_created"] == 0
+
+
+def test_coco_one_decrypt_per_large_buffer_and_atomic_release_is_deferred() -> None:
+    """A confidential guest pays one decrypt and one encrypt per large buffer (documented in
+    the module): no pool can hold such a mapping, and they are rare. The encrypt may sleep, so
+    an atomic unmap leaves it to the worker; the pages stay reserved until then."""
+    policy = rpi4(coco=True)
+    enc = policy.env.encryption
+    policy.attach_device(VC4)
+    d0, e0 = enc.stats.decrypt_ops, enc.stats.encrypt_ops
+    m = policy.map(VC4, 0x1_4000_0000, FULLHD, may_sleep=True)
+    assert isinstance(m, BufferMapping) and isinstance(m.pool, DynamicBuffer)
+    buf = m.pool
+    assert enc.stats.decrypt_ops == d0 + 1 and enc.is_shared(buf.phys, buf.nbytes // 4096)
+    reserved, in_use = policy.footprint()
+    assert policy.release(VC4, buf.phys, buf) == 0  # atomic, as the DMA layer unmaps
+    assert enc.stats.encrypt_ops == e0 and policy.find_pool(VC4, buf.phys) is None
+    assert policy.footprint() == (reserved, in_use - buf.nbytes)
+    assert policy.next_deadline() == policy.env.now()
+    assert policy.run_deferred() >= 1
+    assert enc.stats.encrypt_ops == e0 + 1 and not enc.is_shared(buf.phys)
+    assert policy.footprint() == (reserved - buf.nbytes, in_use - buf.nbytes)
+    assert policy.stats()["large_deferred_frees"] == 1 and LARGE_OWNER not in policy.env.pages.bytes_by_owner()
+    r = policy.map(VC4, 0x1_4000_0000, FULLHD)  # atomic: the atomic pool is far too small
+    assert isinstance(r, MapRefused) and r.cause is MapFailure.TOO_LARGE
+    assert enc.stats.decrypt_ops == d0 + 1
+
+
+# -- deferred maps (the DMA layer supplies the retry closures) -------------------------------
+
+
+def test_a_pool_added_by_the_worker_completes_waiting_maps_in_order() -> None:
+    policy, clock = setup(1024, transient=False)
+    isa = Dev("isa", dma_limit=(1 << 24) - 1)
+    policy.attach_device(isa)  # a 1 MiB pool in ZONE_DMA
+    pages = policy.env.pages
+    hog = [(p, order) for order in range(pages.max_order, -1, -1)
+           for p in iter(lambda o=order: pages.alloc_pages(o, limit=isa.dma_limit, owner="hog"), None)]
+    fills = [policy.map(isa, 0x1_0000_0000, 256 << 10, may_sleep=True) for _ in range(4)]
+    assert all(isinstance(f, SlotMapping) for f in fills)
+    done: list[tuple[int, SlotMapping]] = []
+
+    def retry_for(i: int) -> Callable[[], bool]:
+        def retry() -> bool:
+            r = policy.map(isa, 0x2_0000_0000 + i, 64 << 10, may_sleep=True)
+            if isinstance(r, MapRefused):
+                return False
+            assert isinstance(r, SlotMapping)
+            done.append((i, r))
+            return True
+        return retry
+
+    for i in range(3):
+        assert isinstance(policy.map(isa, 0x2_0000_0000 + i, 64 << 10, may_sleep=True), MapRefused)
+        assert policy.defer(isa, retry_for(i))
+    assert policy.deferred_waiting(isa) == 3 and policy.deferred_waiting(Dev()) == 0  # per zone
+    assert policy.run_deferred() == 0 and done == []  # the worker is not due yet
+    for p, order in hog:  # memory comes back; the worker (scheduled by the deferrals) can grow
+        pages.free_pages(p, order)
+    clock.now = 30_000
+    pools = policy.counts["pools_created"]
+    policy.run_deferred()
+    assert policy.counts["pools_created"] == pools + 1
+    assert [i for i, _ in done] == [0, 1, 2] and all(m.tlb_addr < 1 << 24 for _, m in done)
+    stats = policy.stats()
+    assert stats["deferred"] == stats["deferred_completed"] == 3 and stats["deferred_wait_max_ns"] == 30_000
+    assert stats["deferred_pending"] == 0
+
+
+def test_the_queue_retries_only_after_a_kick_and_never_reenters() -> None:
+    clock = Clock()
+    q = DeferralQueue(clock)
+    order: list[str] = []
+
+    def ok(name: str) -> Callable[[], bool]:
+        def retry() -> bool:
+            assert q.drain() == 0  # a callback that drains again does nothing
+            order.append(name)
+            return True
+        return retry
+
+    def boom() -> bool:
+        raise RuntimeError("driver callback failed")
+
+    q.add("a", ok("first"))
+    q.add("a", boom)
+    q.add("b", ok("third"))
+    assert q.drain() == 0 and not q.ready  # no room has appeared
+    q.kick()
+    clock.now = 7
+    with pytest.raises(RuntimeError, match="driver callback"):
+        q.drain()
+    assert order == ["first"] and q.waiting() == 1 and q.waiting("b") == 1 and not q.ready
+    q.kick()
+    assert q.drain() == 1 and order == ["first", "third"]
+    assert q.counters() == {
+        "deferred": 3, "deferred_completed": 3, "deferred_pending": 0,
+        "deferred_wait_total_ns": 21, "deferred_wait_max_ns": 7,
+    }
+
+
 # -- through the machine -------------------------------------------------------------------
 
 
@@ -212,4 +387,6 @@ def test_make_policy_builds_adaptive_from_options() -> None:
     policy, _ = setup(1024)
     p2 = make_policy("adaptive", IoTlbMem([IoTlbPool(0x8000_0000, 512, 1)], "v6.12"), policy.env, idle_ns=5)
     assert isinstance(p2, AdaptivePolicy) and p2.knobs.idle_ns == 5
-    assert isinstance(p2.map(Dev(), 0x1000, 300 << 10), MapRefused)  # > 256 KiB: too large (slots)
+    assert isinstance(p2.map(Dev(), 0x1000, 300 << 10), BufferMapping)  # > 256 KiB: its own buffer
+    p3 = make_policy("adaptive", IoTlbMem([IoTlbPool(0x8000_0000, 512, 1)]), policy.env, large_buffers=False)
+    assert isinstance(p3.map(Dev(), 0x1000, 300 << 10), MapRefused)  # slots only: too large

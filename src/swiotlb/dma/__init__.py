@@ -36,11 +36,12 @@ from swiotlb.dma.events import (
     SwiotlbBounced,
 )
 from swiotlb.dma.machine import CpuBuffer, Machine, parse_size
-from swiotlb.dma.types import DMA_MAPPING_ERROR, DmaAttrs, DmaDirection, DmaSegment, dma_bit_mask
+from swiotlb.dma.types import DMA_MAPPING_ERROR, DeferredMap, DmaAttrs, DmaDirection, DmaSegment, dma_bit_mask
 
 __all__ = [
     "CpuBuffer",
     "DMA_MAPPING_ERROR",
+    "DeferredMap",
     "Device",
     "DeviceAccessError",
     "DeviceRemovedError",

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from swiotlb.dma.debug import LiveMapping, MappingTable
 from swiotlb.dma.errors import DeviceRemovedError
-from swiotlb.dma.types import SIZE_MAX, DmaDirection, DmaSegment, HasPhysAddr, dma_bit_mask, min_not_zero
+from swiotlb.dma.types import (
+    SIZE_MAX,
+    DeferredMap,
+    DmaDirection,
+    DmaSegment,
+    HasPhysAddr,
+    dma_bit_mask,
+    min_not_zero,
+)
 
 if TYPE_CHECKING:
     from swiotlb.dma.direct import DmaDirect
@@ -117,6 +125,16 @@ class Device:
     ) -> int:
         """``dma_map_single``: map ``size`` bytes at a CPU buffer or physical address; returns the DMA address."""
         return self._dma().map_page(self, _phys(target), size, dir, attrs, cpu, may_sleep)
+
+    def map_single_deferred(
+        self, target: HasPhysAddr | int, size: int, dir: DmaDirection | int,
+        callback: Callable[[DeferredMap], None], *, attrs: int = 0, cpu: int = 0, may_sleep: bool = True,
+    ) -> DeferredMap:
+        """``map_single`` that may wait for bounce room instead of failing (FreeBSD's
+        ``bus_dmamap_load`` returning EINPROGRESS). ``callback(ticket)`` runs once the map is
+        done: before this returns when it maps at once, or later, in FIFO order, from the
+        machine's deferred work. Atomic callers (``may_sleep=False``) are never queued."""
+        return self._dma().map_page_deferred(self, _phys(target), size, dir, callback, attrs, cpu, may_sleep)
 
     def map_page(
         self, page: HasPhysAddr | int, offset: int, size: int, dir: DmaDirection | int, *,

@@ -13,6 +13,11 @@ releases (§3.7). Syncs may address any sub-range of a mapping; which bytes move
 policy's/profile's answer (:meth:`~swiotlb.core.IoTlbMem.bounce_target`, §4.1), including the
 <= 6.9 refusal of some partial syncs, reported once per call site like dev_WARN_ONCE.
 
+Deferred maps (:meth:`DmaDirect.map_page_deferred`, FreeBSD busdma style): a caller that may
+sleep passes a callback; when the policy refuses the bounce as *full* and defers, the request is
+queued with a retry closure (the policy never imports this layer) and completed later — copy in,
+mapping table entry, ``dma_map_page`` event, callback — from the policy's deferred work.
+
 Messages go to the ``swiotlb`` logger: "swiotlb buffer is full" rate-limited per call site
 (§4.5) and skipped with DMA_ATTR_NO_WARN; WARN_ONCE texts once per machine.
 """
@@ -21,8 +26,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import TYPE_CHECKING, Callable
 
 from swiotlb.core import MapFailure, MapRefused
 from swiotlb.dma.debug import SG, SINGLE, LiveMapping
@@ -45,7 +52,7 @@ from swiotlb.dma.events import (
     SwiotlbBounced,
 )
 from swiotlb.dma.ratelimit import Clock, RateLimit, WarnOnce
-from swiotlb.dma.types import DMA_MAPPING_ERROR, SIZE_MAX, DmaAttrs, DmaDirection, DmaSegment
+from swiotlb.dma.types import DMA_MAPPING_ERROR, SIZE_MAX, DeferredMap, DmaAttrs, DmaDirection, DmaSegment
 from swiotlb.memory import PhysicalMemory
 from swiotlb.policies import BouncePolicy
 from swiotlb.policies.base import BounceMapping, PoolHandle
@@ -70,6 +77,7 @@ _CAUSES: dict[MapFailure, MapCause] = {
 _NUMBERS = re.compile(r"\d+")
 
 MapResult = tuple[int, "BounceMapping | None"]
+DeferredCallback = Callable[[DeferredMap], None]
 
 
 class DmaDirect:
@@ -97,6 +105,8 @@ class DmaDirect:
         self._full_limit = RateLimit("swiotlb_tbl_map_single", self.clock)
         self._no_pool_limit = RateLimit("swiotlb_tbl_map_single", self.clock)
         self._once = WarnOnce()
+        self._waiting: Counter[str] = Counter()  # queued deferred maps per device
+        self._waiting_lock = threading.Lock()
 
     # -- argument checks (before any change) -----------------------------------------------
     @staticmethod
@@ -155,11 +165,99 @@ class DmaDirect:
             if bus.subscribers:
                 bus.publish(DmaMapPage(dev.name, d, DMA_MAPPING_ERROR, size, phys, attrs, cpu))
             raise r
+        return self._register(dev, phys, size, d, attrs, cpu, r)
+
+    def _register(self, dev: Device, phys: int, size: int, d: DmaDirection, attrs: int, cpu: int, r: MapResult) -> int:
+        """Enter a single mapping in the device's table and trace ``dma_map_page``."""
         dma, slot = r
         dev.table.add(LiveMapping(dma, phys, size, d, attrs, SINGLE, 0, slot))
+        bus = self.events
         if bus.subscribers:
             bus.publish(DmaMapPage(dev.name, d, dma, size, phys, attrs, cpu))
         return dma
+
+    # -- deferred maps ---------------------------------------------------------------------
+    def map_page_deferred(
+        self, dev: Device, phys: int, size: int, dir: DmaDirection | int, callback: DeferredCallback,
+        attrs: int = 0, cpu: int = 0, may_sleep: bool = True,
+    ) -> DeferredMap:
+        """``map_page`` that waits instead of failing when bounce slots are short.
+
+        Outcomes: mapped now (the callback runs before this returns); queued, when the caller
+        may sleep and the policy refused the bounce as *full* and defers it (the ticket is
+        pending; the callback runs when the policy's deferred work completes it); or
+        ``map_page``'s failure, raised — atomic callers, direct mappings and maps that can never
+        fit are never queued. FIFO: while requests wait in the policy's queue, a new deferrable
+        one queues behind them without trying, so it never overtakes them (if it then proves
+        never to fit, its callback receives the error).
+        """
+        d = _DIRECTIONS.get(dir)
+        if d is None:
+            d = self._direction(dev, dir, "map")
+        self._check_buffer(dev, phys, size, "map")
+        ticket = DeferredMap(dev.name, phys, size, d, self.clock())
+        policy = self.policy
+        force = policy.force_bounce(dev)
+        bounce = force or (phys + size - 1 > dev.dma_limit and policy.is_active(dev))
+        if not bounce or not (may_sleep or attrs & _MAY_SLEEP):
+            dma = self.map_page(dev, phys, size, d, attrs, cpu, may_sleep)
+            return self._finish(ticket, dma, callback)
+
+        def retry() -> bool:
+            got = policy.map(dev, phys, size, cpu=cpu, may_sleep=True, attrs=attrs)
+            if isinstance(got, MapRefused) and got.cause is MapFailure.FULL:
+                return False
+            with self._waiting_lock:
+                self._waiting[dev.name] -= 1
+            try:
+                ticket.dma_addr = self._settle(dev, phys, size, d, attrs, cpu, got)
+            except DmaMappingError as exc:  # e.g. it never fits: the caller learns it here
+                ticket.error = exc
+            ticket.done_ns = self.clock()
+            callback(ticket)
+            return True
+
+        self._trace_bounce(dev, phys, size, force, cpu)
+        got: BounceMapping | MapRefused | None = None
+        if not policy.deferred_waiting(dev):
+            got = policy.map(dev, phys, size, cpu=cpu, may_sleep=True, attrs=attrs)
+            if not (isinstance(got, MapRefused) and got.cause is MapFailure.FULL):
+                return self._finish(ticket, self._settle(dev, phys, size, d, attrs, cpu, got), callback)
+        ticket.deferred = True  # before queueing: another thread's drain may complete it at once
+        with self._waiting_lock:
+            self._waiting[dev.name] += 1
+        if policy.defer(dev, retry):
+            return ticket
+        ticket.deferred = False  # this policy fails instead of waiting, as Linux does
+        with self._waiting_lock:
+            self._waiting[dev.name] -= 1
+        if got is None:
+            got = policy.map(dev, phys, size, cpu=cpu, may_sleep=True, attrs=attrs)
+        return self._finish(ticket, self._settle(dev, phys, size, d, attrs, cpu, got), callback)
+
+    def _settle(
+        self, dev: Device, phys: int, size: int, d: DmaDirection, attrs: int, cpu: int,
+        got: BounceMapping | MapRefused,
+    ) -> int:
+        """Finish a bounce the policy answered: copy in and register, or raise the failure."""
+        r = self._refused(dev, phys, size, attrs, got) if isinstance(got, MapRefused) else self._place(
+            dev, phys, size, d, attrs, got)
+        if isinstance(r, DmaMappingError):
+            if self.events.subscribers:
+                self.events.publish(DmaMapPage(dev.name, d, DMA_MAPPING_ERROR, size, phys, attrs, cpu))
+            raise r
+        return self._register(dev, phys, size, d, attrs, cpu, r)
+
+    def _finish(self, ticket: DeferredMap, dma: int, callback: DeferredCallback) -> DeferredMap:
+        ticket.dma_addr = dma
+        ticket.done_ns = self.clock()
+        callback(ticket)
+        return ticket
+
+    def deferred_waiting(self, dev: Device) -> int:
+        """The device's deferred maps still queued."""
+        with self._waiting_lock:
+            return self._waiting[dev.name]
 
     def map_sg(
         self,
@@ -232,17 +330,25 @@ class DmaDirect:
         may_sleep: bool, alloc_size: int | None, alloc_align_mask: int, force: bool,
     ) -> MapResult | DmaMappingError:
         """``swiotlb_map`` (spec §4.3) with the copy of ``swiotlb_tbl_map_single`` (§3.1, §4.2)."""
+        self._trace_bounce(dev, phys, size, force, cpu)
+        r = self.policy.map(dev, phys, size, alloc_align_mask, cpu=cpu, may_sleep=may_sleep, attrs=attrs,
+                            alloc_size=alloc_size)
+        if isinstance(r, MapRefused):
+            return self._refused(dev, phys, size, attrs, r)
+        return self._place(dev, phys, size, d, attrs, r)
+
+    def _trace_bounce(self, dev: Device, phys: int, size: int, force: bool, cpu: int) -> None:
         bus = self.events
         if bus.subscribers:
             bus.publish(SwiotlbBounced(dev.name, dev.dma_mask, phys, size, force, cpu))
         if self.coco and self._once.first("mem_encrypt"):
             log.warning("Memory encryption is active and system is using DMA bounce buffers")
+
+    def _place(
+        self, dev: Device, phys: int, size: int, d: DmaDirection, attrs: int, slot: BounceMapping
+    ) -> MapResult | DmaMappingError:
+        """Copy in (§4.2) and refuse a bounce buffer the device cannot reach (§4.3)."""
         policy = self.policy
-        r = policy.map(dev, phys, size, alloc_align_mask, cpu=cpu, may_sleep=may_sleep, attrs=attrs,
-                       alloc_size=alloc_size)
-        if isinstance(r, MapRefused):
-            return self._refused(dev, phys, size, attrs, r)
-        slot = r
         tlb = slot.tlb_addr
         if self.always_copy_on_map or (not attrs & _SKIP and d is not FROM_DEVICE):
             self._bounce(dev, tlb, size, True, slot.pool)
@@ -360,6 +466,11 @@ class DmaDirect:
 
     def detach(self, dev: Device) -> None:
         """Checks for device removal (dma-debug's "pending DMA" report), then tells the policy."""
+        waiting = self.deferred_waiting(dev)
+        if waiting:
+            raise MappingsLeakedError(
+                f"{dev.name}: removed with {waiting} deferred map(s) still queued", device=dev.name, dma_addr=0,
+            )
         live = dev.table.mappings()
         if live:
             raise MappingsLeakedError(

@@ -152,6 +152,14 @@ class Machine:
         self._policy_options = dict(config.options)
         self.plan, pool_start = self._boot_pool(ram_bytes, cmdline, page_size)
         pool_bytes = self._boot_slabs << IO_TLB_SHIFT if self.plan.enabled else 0
+        cma = list(cma)
+        region_size = getattr(self._policy_class, "region_size", None)
+        if self.plan.enabled and callable(region_size) and "region_start" not in self._policy_options:
+            # a lending policy's region: reserved at boot like a CMA area, below the pool's limit
+            nbytes = region_size(self.plan.nslabs, **self._policy_options)
+            start = self.ranges.alloc(nbytes, 4 << 20, self._boot_limit, top_down=True)
+            cma.append((start, nbytes))
+            self._policy_options.update(region_start=start, region_bytes=nbytes)
         boot_taken = [(0, LOW_RESERVED), *reserved] + ([(pool_start, pool_bytes)] if pool_bytes else [])
         self.pages = PageAllocator(
             ZoneLayout(ram_bytes, page_size=page_size, dma_bits=zone_dma_bits),
@@ -184,6 +192,7 @@ class Machine:
         else:  # arm64: bounce when RAM reaches past the DMA zone; the pool goes below it
             limit = (1 << self.zone_dma_bits) - 1 if self.zone_dma_bits else LOW_MEMORY_LIMIT
             needs = ram_bytes > limit + 1 or self.coco
+        self._boot_limit = limit
         contiguous = self.ranges.largest_free(limit, page_size)
 
         def plan(pool_base: int | None = None) -> PoolPlan:

@@ -5,10 +5,12 @@ Numeric values are the kernel's, so recorded traces and replays agree on them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import NamedTuple, Protocol
 
 from swiotlb.core.constants import DMA_MAPPING_ERROR, U64_MASK
+from swiotlb.dma.errors import DmaMappingError
 
 __all__ = [
     "DMA_MAPPING_ERROR",
@@ -90,3 +92,31 @@ class HasPhysAddr(Protocol):
 
     @property
     def phys_addr(self) -> int: ...
+
+
+@dataclass(eq=False)
+class DeferredMap:
+    """One ``map_single_deferred`` request (FreeBSD's ``bus_dmamap_load`` with a callback).
+
+    Mapped at once, or queued (``deferred``) until the policy has room; the callback runs once,
+    on completion. Then ``dma_addr`` is set, or ``error`` if a queued retry failed for good.
+    ``wait_ns`` runs from the call to completion on the machine's clock.
+    """
+
+    device: str
+    phys_addr: int
+    size: int
+    dir: DmaDirection
+    queued_ns: int
+    deferred: bool = False
+    dma_addr: int | None = None
+    error: DmaMappingError | None = None
+    done_ns: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.done_ns is None
+
+    @property
+    def wait_ns(self) -> int | None:
+        return None if self.done_ns is None else self.done_ns - self.queued_ns

@@ -20,6 +20,18 @@ Each rule answers a documented weakness of the Linux designs (scenarios.md §2.1
   starves a 30-bit one.
 * **Start small.** The boot pool is ``initial_slabs`` slots (1 MiB by default), not 64 MiB.
   This is what frees the embedded board's memory (S6).
+* **A buffer of its own for what slots cannot hold.** A mapping larger than
+  ``max_mapping_size`` (the Raspberry Pi 4's 8-34 MiB dma-buf frames, S4) gets one contiguous
+  buffer below the device's limit, as RFC v1 does (:class:`~swiotlb.policies.buffers.DedicatedBuffers`).
+  Only a sleeping caller can get CMA memory; an atomic one gets what the environment allows
+  without sleeping, and fails as too large otherwise. In a confidential guest each such buffer
+  costs its own decrypt and encrypt: acceptable because these maps are rare and huge, and no
+  pool design could serve them at all. Growth is never tried for them.
+* **Defer instead of failing** (FreeBSD busdma, SPDK iobuf). When even growth and a transient
+  pool cannot make room, a caller that may sleep and gave a callback is queued, FIFO per zone
+  (:class:`~swiotlb.policies.deferral.DeferralQueue`), and completed from :meth:`run_deferred`
+  after slots are released or a pool is added. Atomic callers and mappings no pool can ever
+  hold fail at once.
 
 Knobs, their defaults and what each one trades off are in :class:`AdaptiveKnobs`.
 """
@@ -31,13 +43,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 from swiotlb.core.allocator import DmaParams
-from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SEGSIZE, IO_TLB_SHIFT, nr_slots
+from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SEGSIZE, IO_TLB_SHIFT, get_max_slots, nr_slots
 from swiotlb.core.sizing import limit_nareas
-from swiotlb.policies.base import BouncePolicy, PolicyDevice
+from swiotlb.policies.base import (
+    BounceMapping,
+    BouncePolicy,
+    BufferMapping,
+    DeferredRetry,
+    PolicyDevice,
+    PoolHandle,
+)
+from swiotlb.policies.buffers import DedicatedBuffers, DynamicBuffer
+from swiotlb.policies.deferral import DeferralQueue
 from swiotlb.policies.env import PolicyEnv
 from swiotlb.policies.linux66 import alloc_pool
+
+LARGE_OWNER = "swiotlb-large"  # page-allocator owner tag of the buffers for oversized mappings
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,9 @@ class AdaptiveKnobs:
     idle_ns: int = 30_000_000_000  # free pools idle this long (Hyper-V: 30 s)
     min_keep_slabs: int = IO_TLB_MIN_SLABS  # each zone keeps at least 1 MiB
     transient: bool = True  # atomic callers may fall back to an exact-size transient pool
+    # Mappings above max_mapping_size get a contiguous buffer of their own (S4); off = refused
+    # as too large, as every slot design does.
+    large_buffers: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.high_watermark <= 1.0:
@@ -80,6 +106,7 @@ class BounceZone:
 
     limit: int | None  # highest address its memory may have; None = anywhere
     mem: IoTlbMem
+    waiters: DeferralQueue  # deferred maps waiting for room in this zone (FIFO)
     work_due: int | None = None
     idle_since: dict[int, int] = field(default_factory=dict)  # id(pool) -> ns it went idle
     transient: dict[str, list[IoTlbPool]] = field(default_factory=lambda: defaultdict(list))
@@ -110,6 +137,7 @@ class AdaptivePolicy(BouncePolicy):
         self._zones: dict[int | None, BounceZone] = {None: default}
         self._zone_of_pool: dict[int, BounceZone] = {id(p): default for p in mem.pools}
         self._uses: set[str] = set()
+        self.large = DedicatedBuffers(env, owner=LARGE_OWNER)
         self._ctx = threading.local()  # whether the map in progress on this thread may sleep
 
     @classmethod
@@ -125,7 +153,7 @@ class AdaptivePolicy(BouncePolicy):
     def _setup_zone(self, mem: IoTlbMem, limit: int | None) -> BounceZone:
         mem.dynamic = True
         mem.can_grow = True
-        zone = BounceZone(limit, mem)
+        zone = BounceZone(limit, mem, DeferralQueue(self.env.now))
         mem.on_exhausted = lambda dev, orig, size, align, cpu: self._exhausted(zone, dev, orig, size, align, cpu)
         return zone
 
@@ -156,6 +184,34 @@ class AdaptivePolicy(BouncePolicy):
     def map(
         self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int = 0, *, cpu: int = 0,
         may_sleep: bool = False, attrs: int = 0, alloc_size: int | None = None,
+    ) -> BounceMapping | MapRefused:
+        if self._needs_buffer(dev, size, alloc_align_mask, alloc_size):
+            buf = self.large.alloc(
+                dev, orig_addr, size if alloc_size is None else alloc_size, may_sleep=may_sleep,
+                avoid=[p for z in list(self._zones.values()) for p in z.mem.pools],
+            )
+            if buf is not None:
+                self._uses.add(dev.name)
+                return BufferMapping(buf.phys, buf)
+            self.counts["large_failed"] += 1  # the slot search below reports it as too large
+        return self._map_slots(dev, orig_addr, size, alloc_align_mask, cpu, may_sleep, alloc_size)
+
+    def _needs_buffer(self, dev: PolicyDevice, size: int, alloc_align_mask: int, alloc_size: int | None) -> bool:
+        """Can no slot run hold this mapping, and may a buffer of its own serve it instead?
+
+        Only without alignment constraints: a buffer starts on a page, so it cannot keep a
+        device's ``min_align_mask`` offset or an IOMMU's ``alloc_align_mask`` (drivers with
+        those respect ``max_mapping_size`` anyway). Invalid sizes are left to the slot path.
+        """
+        if not self.knobs.large_buffers or alloc_align_mask or dev.min_align_mask:
+            return False
+        if alloc_size is not None and size > alloc_size:
+            return False
+        return (size if alloc_size is None else alloc_size) > self.max_mapping_size(dev)
+
+    def _map_slots(
+        self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int, cpu: int, may_sleep: bool,
+        alloc_size: int | None,
     ) -> SlotMapping | MapRefused:
         zone = self._zone_for(dev)
         mem = zone.mem
@@ -172,13 +228,15 @@ class AdaptivePolicy(BouncePolicy):
         self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int, *, cpu: int,
         alloc_size: int | None,
     ) -> SlotMapping | MapRefused:
-        return self.map(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
+        return self._map_slots(dev, orig_addr, size, alloc_align_mask, cpu, False, alloc_size)
 
     def _exhausted(
         self, zone: BounceZone, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int
     ) -> tuple[IoTlbPool, int] | None:
         """No pool of the zone had room: grow now if the caller sleeps, else go transient."""
         n = nr_slots(size)
+        if n > min(IO_TLB_SEGSIZE, get_max_slots(dev.seg_boundary_mask)):
+            return None  # no pool of any size holds it: growing would only waste memory
         if getattr(self._ctx, "sleeping", False):
             pool = self._grow(zone, self._growth_slabs(zone, n))
             if pool is not None:
@@ -234,6 +292,7 @@ class AdaptivePolicy(BouncePolicy):
             self._zone_of_pool[id(pool)] = zone
             zone.idle_since[id(pool)] = self.env.now()
         self.counts["pools_created"] += 1
+        zone.waiters.kick()
         return pool
 
     def _schedule(self, zone: BounceZone) -> None:
@@ -243,10 +302,14 @@ class AdaptivePolicy(BouncePolicy):
                 self.counts["worker_scheduled"] += 1
 
     def run_deferred(self) -> int:
-        """Due growth, then shrinking of pools idle past the hysteresis; returns actions taken."""
+        """The worker, in process context; returns actions taken. In order: frees of large
+        buffers released atomically (CoCo), due growth, deferred maps (FIFO, now that slots
+        were released or a pool added), then shrinking of pools idle past the hysteresis —
+        last, so a waiter is served before an idle pool goes away."""
         now = self.env.now()
-        done = 0
-        for zone in list(self._zones.values()):
+        done = self.large.run_deferred()
+        zones = list(self._zones.values())
+        for zone in zones:
             with self._lock:
                 due = zone.work_due is not None and zone.work_due <= now
                 if due:
@@ -256,13 +319,29 @@ class AdaptivePolicy(BouncePolicy):
                 if mem.total_used > self.knobs.high_watermark * mem.nslabs or not mem.pools:
                     self._grow(zone, self._growth_slabs(zone))
                 done += 1
+        for zone in zones:
+            done += zone.waiters.drain()
+        for zone in zones:
             done += self._shrink(zone, now)
         return done
 
+    def defer(self, dev: PolicyDevice, retry: DeferredRetry) -> bool:
+        """Queue the map at the tail of its zone's FIFO and schedule growth (it may make room)."""
+        zone = self._zone_for(dev)
+        zone.waiters.add(dev.name, retry)
+        self._schedule(zone)
+        return True
+
+    def deferred_waiting(self, dev: PolicyDevice) -> int:
+        return len(self._zone_for(dev).waiters)
+
     def next_deadline(self) -> int | None:
-        """The earliest time :meth:`run_deferred` has work: a due worker or an idle pool."""
+        """The earliest time :meth:`run_deferred` has work: a due worker, an idle pool, or now
+        for pending large-buffer frees and waiters that room may have appeared for."""
         times = [z.work_due for z in self._zones.values() if z.work_due is not None]
         times += [t + self.knobs.idle_ns for z in self._zones.values() for t in z.idle_since.values()]
+        if self.large.deferred_pending or any(z.waiters.ready for z in self._zones.values()):
+            times.append(self.env.now())
         return min(times) if times else None
 
     def _shrink(self, zone: BounceZone, now: int) -> int:
@@ -284,9 +363,17 @@ class AdaptivePolicy(BouncePolicy):
         return freed
 
     # -- release and lookups ---------------------------------------------------------------
-    def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
+    def release(
+        self, dev: PolicyDevice, tlb_addr: int, pool: PoolHandle | None = None, *, may_sleep: bool = False
+    ) -> int:
+        """Give back slots (0 for a large buffer). ``may_sleep`` as in RFC v1: an atomic release
+        of a decrypted large buffer leaves its re-encryption to :meth:`run_deferred`."""
         if pool is None:
             pool = self.find_pool(dev, tlb_addr)
+        if isinstance(pool, DynamicBuffer):
+            self.large.release(dev, tlb_addr, pool, may_sleep=may_sleep)
+            self._zone_for(dev).waiters.kick()  # freed pages may let a retry grow the zone
+            return 0
         zone = self._zone_of_pool.get(id(pool)) if pool is not None else None
         if zone is None or pool is None:
             return self.mem.release_slots(dev, tlb_addr)  # raises the core's ReleaseError
@@ -300,9 +387,11 @@ class AdaptivePolicy(BouncePolicy):
             self.counts["transient_freed"] += 1
         elif not pool.used:
             zone.idle_since[id(pool)] = self.env.now()
+        zone.waiters.kick()
         return n
 
-    def find_pool(self, dev: PolicyDevice, paddr: int) -> IoTlbPool | None:
+    def find_pool(self, dev: PolicyDevice, paddr: int) -> PoolHandle | None:
+        """The device's zone pools, its transient pools, then the large buffers."""
         if dev.name not in self._uses:
             return None
         zone = self._zone_for(dev)
@@ -312,9 +401,17 @@ class AdaptivePolicy(BouncePolicy):
         for pool in zone.transient.get(dev.name, ()):
             if pool.start <= paddr < pool.end:
                 return pool
-        return None
+        return self.large.lookup(paddr) if len(self.large) else None
 
-    def bounce_target(self, dev: PolicyDevice, tlb_addr: int, size: int, pool: IoTlbPool | None = None):  # type: ignore[no-untyped-def]
+    def bounce_target(
+        self, dev: PolicyDevice, tlb_addr: int, size: int, pool: PoolHandle | None = None
+    ) -> BounceSpan | None:
+        if pool is None:
+            pool = self.find_pool(dev, tlb_addr)
+            if pool is None:
+                return None
+        if isinstance(pool, DynamicBuffer):
+            return self.large.bounce_target(dev, tlb_addr, size, pool)
         return self._zone_for(dev).mem.bounce_target(dev, tlb_addr, size, pool)
 
     def is_active(self, dev: PolicyDevice) -> bool:
@@ -322,10 +419,11 @@ class AdaptivePolicy(BouncePolicy):
 
     # -- observation -----------------------------------------------------------------------
     def footprint(self) -> tuple[int, int]:
-        """``(reserved, in_use)`` bytes over every zone, transient pools included."""
+        """``(reserved, in_use)`` bytes over every zone, transient pools and large buffers
+        included (a large buffer is in use while mapped, reserved until its pages are freed)."""
         reserved = sum((z.mem.nslabs + z.mem.transient_nslabs) << IO_TLB_SHIFT for z in self._zones.values())
         in_use = sum(z.mem.total_used << IO_TLB_SHIFT for z in self._zones.values())
-        return reserved, in_use
+        return reserved + self.large.bytes_held, in_use + self.large.live_bytes
 
     def counters(self) -> dict[str, int]:
         zones = list(self._zones.values())
@@ -335,6 +433,14 @@ class AdaptivePolicy(BouncePolicy):
             "io_tlb_used_hiwater": sum(z.mem.used_hiwater for z in zones),
             "io_tlb_transient_nslabs": sum(z.mem.transient_nslabs for z in zones),
         }
+
+    def deferral_counters(self) -> dict[str, int]:
+        """Deferred maps over every zone: queued, completed, pending, waits (ns) total and max."""
+        out: dict[str, int] = defaultdict(int)
+        for zone in list(self._zones.values()):
+            for key, value in zone.waiters.counters().items():
+                out[key] = max(out[key], value) if key.endswith("_max_ns") else out[key] + value
+        return dict(out)
 
     def stats(self) -> dict[str, Any]:
         reserved, in_use = self.footprint()
@@ -348,4 +454,6 @@ class AdaptivePolicy(BouncePolicy):
             "in_use_bytes": in_use,
             "decrypt_ops": enc.decrypt_ops,
             "encrypt_ops": enc.encrypt_ops,
+            **self.large.counters("large_"),
+            **self.deferral_counters(),
         }

@@ -24,13 +24,17 @@ What the interface hands a policy, and why:
 * :meth:`BouncePolicy.attach_device` / :meth:`BouncePolicy.detach_device`: per-device state.
 * :meth:`BouncePolicy.run_deferred`: the one deterministic point where deferred work (the 6.6
   growth worker) runs; the simulator calls it, the DMA layer never does.
+* :meth:`BouncePolicy.defer`: a policy may queue a map it refused as full, for a caller that
+  may sleep, instead of failing it (FreeBSD busdma deferral). The DMA layer hands over a
+  :data:`DeferredRetry` closure that redoes the map and completes it (copy, mapping table,
+  the caller's callback); the policy runs it, in FIFO order, from :meth:`run_deferred`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeAlias
+from typing import Any, Callable, ClassVar, Protocol, TypeAlias
 
 from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 
@@ -49,6 +53,11 @@ class BufferMapping:
 
 BounceMapping: TypeAlias = "SlotMapping | BufferMapping"
 """What :meth:`BouncePolicy.map` returns on success: both kinds carry ``tlb_addr`` and ``pool``."""
+
+
+DeferredRetry: TypeAlias = Callable[[], bool]
+"""A queued map's retry, built by the DMA layer: True when the request is finished (mapped, or
+failed for good and its caller told), False when the policy still has no room for it."""
 
 
 class PolicyDevice(Protocol):
@@ -179,6 +188,16 @@ class BouncePolicy(ABC):
 
     def run_deferred(self) -> int:
         """Run pending deferred work (e.g. a growth worker); returns how many items ran."""
+        return 0
+
+    def defer(self, dev: PolicyDevice, retry: DeferredRetry) -> bool:
+        """Queue a map refused as full, from a caller that may sleep, to be retried by
+        :meth:`run_deferred` once room may exist. False: this policy never defers (the caller
+        fails now, as Linux does)."""
+        return False
+
+    def deferred_waiting(self, dev: PolicyDevice) -> int:
+        """Requests queued ahead of ``dev``'s next deferrable map; it must queue behind them (FIFO)."""
         return 0
 
     # -- observation -----------------------------------------------------------------------
