@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Callable
 
 import pytest
@@ -18,25 +17,11 @@ from swiotlb.policies.base import BufferMapping
 from swiotlb.policies.buffers import DynamicBuffer
 from swiotlb.policies.deferral import DeferralQueue
 from swiotlb.policies.env import PolicyEnv
+from tests.policies.support import Clock, Dev
 
 GIB = 1 << 30
 SECOND = 1_000_000_000
 
-
-@dataclass(frozen=True)
-class Dev:
-    name: str = "nvme0"
-    min_align_mask: int = 0
-    seg_boundary_mask: int = 0xFFFF_FFFF
-    dma_limit: int = (1 << 64) - 1
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def setup(nslabs: int = 1024, *, coco: bool = False, ram: int = 8 * GIB, **knobs: object) -> tuple[AdaptivePolicy, Clock]:

@@ -8,7 +8,6 @@ shrink after idle), feature table (Hyper-V 30 s hysteresis).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,28 +26,13 @@ from swiotlb.memory import (
 from swiotlb.policies import POLICIES, make_policy
 from swiotlb.policies.env import PolicyEnv
 from swiotlb.policies.lending import OWNER, LendingPolicy
+from tests.policies.support import Clock, Dev
 
 MIB = 1 << 20
 GIB = 1 << 30
 CHUNK = 4 * MIB
 SEG = 256 << 10  # the largest slot mapping: one 128-slot segment
 PER_CHUNK = CHUNK // SEG
-
-
-@dataclass(frozen=True)
-class Dev:
-    name: str = "vc4"
-    min_align_mask: int = 0
-    seg_boundary_mask: int = 0xFFFF_FFFF
-    dma_limit: int = (1 << 64) - 1
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def setup(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pytest
 
@@ -11,24 +10,10 @@ from swiotlb.core.constants import IO_TLB_SHIFT
 from swiotlb.memory import MemoryEncryption, PageAllocator, SleepInAtomicContext, ZoneLayout
 from swiotlb.policies.env import PolicyEnv
 from swiotlb.policies.linux66 import Linux66Policy
+from tests.policies.support import Clock, Dev
 
 GIB = 1 << 30
 
-
-@dataclass(frozen=True)
-class Dev:
-    name: str = "nvme0"
-    min_align_mask: int = 0
-    seg_boundary_mask: int = 0xFFFF_FFFF
-    dma_limit: int = (1 << 64) - 1
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def setup(nslabs: int = 1024, nareas: int = 1, *, coco: bool = False, profile: str = "v6.12",
