@@ -308,3 +308,12 @@ def test_map_sg_gives_back_earlier_entries_when_the_search_would_hang() -> None:
     with pytest.raises(SearchDeadlock):
         dev.map_sg([(buf.phys_addr, 200 << 10), (buf.phys_addr + 0x800, 56 << 10)], TO)
     assert m.mem.total_used == 0 and dev.live_mappings() == [] and m.mem.check_invariants() == []
+
+
+def test_boot_pool_is_halved_when_low_memory_is_short(caplog: pytest.LogCaptureFixture) -> None:
+    """Spec §1.5: swiotlb_init_remap halves the pool until the boot allocator can give it."""
+    low_free = 48 << 20  # only 48 MiB of contiguous memory left below 4 GiB
+    with caplog.at_level("INFO", logger="swiotlb"):
+        m = Machine("8G", reserved=[(1 << 20, (4 << 30) - (1 << 20) - low_free)])
+    assert m.pool is not None and m.pool.nslabs == 16384 and m.pool.end <= 4 << 30
+    assert "SWIOTLB bounce buffer size adjusted 32768 -> 16384 slabs" in caplog.text

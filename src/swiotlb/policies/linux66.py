@@ -63,7 +63,19 @@ def alloc_pool(
 
 
 class Linux66Policy(BouncePolicy):
-    """Linux 6.6+ dynamic SWIOTLB: growth worker, transient pools, no shrinking (spec §5)."""
+    """Linux 6.6+ dynamic SWIOTLB: growth worker, transient pools, no shrinking (spec §5).
+
+    Knobs (keywords):
+
+    * ``default_nslabs`` (the boot pool's size): slots the worker asks for, the kernel's
+      file-static ``default_nslabs``; capped at MAX_PAGE_ORDER pages (§5.4).
+    * ``default_nareas`` (the allocator's ``default_nareas``): areas of a grown pool, before
+      ``limit_nareas``; it also bounds the area-major walk (§3.2).
+    * ``worker_delay_ns`` (100 µs, an assumption): from ``schedule_work`` to the worker
+      running; sweep it.
+    * ``transient`` (True): the synchronous transient-pool fallback; False models a kernel
+      with growth but no transient pools.
+    """
 
     name = "linux-6.6"
 
