@@ -515,3 +515,15 @@ def test_transient_pool_counts_in_used_until_deleted() -> None:
     assert mem.find_pool(0x1_0000_0000) is None
     with pytest.raises(ReleaseError):
         mem.del_transient(transient)
+
+
+def test_a_removed_pool_is_dead_to_a_search_that_raced_to_it() -> None:
+    """A shrinking policy removes an idle pool under every area lock and marks it dead; a
+    search that picked the pool from the list just before gets nothing from it."""
+    mem = IoTlbMem([IoTlbPool(0x8000_0000, 1024, 1)], V6_12, dynamic=True)
+    grown = IoTlbPool(0x9000_0000, 512, 2)
+    mem.add_pool(grown)
+    mem.remove_pool(grown)
+    assert grown.dead and mem.nslabs == 1024
+    assert mem.search_pool_area(DEV0, grown, 0, 0x1000, 4096) == -1
+    assert grown.used == 0

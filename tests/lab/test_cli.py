@@ -52,3 +52,9 @@ def test_vectors_check_malformed_file_names_file_and_line(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["vectors", "check", str(bad)])
     assert result.exit_code != 0
     assert f"{bad}:2" in result.output
+
+
+def test_vectors_check_under_the_one_lock_profile_reports_instead_of_crashing() -> None:
+    result = CliRunner().invoke(main, ["vectors", "check", "--profile", "v5.15", str(SUBSET / "kernel-slots")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].endswith("failed")

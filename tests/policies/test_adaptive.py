@@ -375,3 +375,45 @@ def test_make_policy_builds_adaptive_from_options() -> None:
     assert isinstance(p2.map(Dev(), 0x1000, 300 << 10), BufferMapping)  # > 256 KiB: its own buffer
     p3 = make_policy("adaptive", IoTlbMem([IoTlbPool(0x8000_0000, 512, 1)]), policy.env, large_buffers=False)
     assert isinstance(p3.map(Dev(), 0x1000, 300 << 10), MapRefused)  # slots only: too large
+
+
+def test_growth_sizes_always_split_into_whole_areas() -> None:
+    """Demand-sized pools (1536 slots with 8 default areas) get as many areas as divide them."""
+    base = 0x4000_0000
+    pages = PageAllocator(ZoneLayout.x86_64(8 * GIB), reserved=[(base, 1024 << IO_TLB_SHIFT)])
+    env = PolicyEnv(pages, MemoryEncryption(False, page_size=4096), clock=Clock())
+    mem = IoTlbMem([IoTlbPool(base, 1024, 8)], "v6.12", force_bounce=True)
+    policy = AdaptivePolicy(mem, env, min_grow_slabs=1536)
+    for i in range(12):
+        assert isinstance(policy.map(Dev(), 0x1_0000_0000 + (i << 20), 256 << 10, may_sleep=True), SlotMapping)
+    grown = policy.mem.pools[0]
+    assert grown.nslabs == 1536 and (grown.nslabs // grown.nareas) % 128 == 0
+    m = Machine("8G", cpus=4, cmdline="swiotlb=force swiotlb.policy=adaptive swiotlb.initial_slabs=384")
+    assert m.pool is not None and m.pool.nslabs == 384 and m.pool.nareas == 1
+
+
+def test_a_zone_without_memory_grows_on_the_first_sleeping_map() -> None:
+    policy, _ = setup(1024)
+    low = Dev("old", dma_limit=(1 << 30) - 1)
+    pages = policy.env.pages
+    hog = []
+    for order in (10, 0):  # take everything below 1 GiB
+        while (phys := pages.alloc_pages(order, limit=(1 << 30) - 1, owner="hog")) is not None:
+            hog.append((phys, order))
+    policy.attach_device(low)  # nothing below 1 GiB right now: the zone starts empty
+    zone = policy._zone_for(low)
+    assert zone.mem.nslabs == 0
+    for phys, order in hog:
+        pages.free_pages(phys, order)
+    r = policy.map(low, 0x1_8000_0000, 4096, may_sleep=True)
+    assert isinstance(r, SlotMapping) and r.tlb_addr < 1 << 30
+
+
+def test_the_boot_pool_going_idle_sets_no_deadline() -> None:
+    policy, clock = setup(1024)
+    r = policy.map(Dev(), 0x1_0000_0000, 4096)
+    assert isinstance(r, SlotMapping)
+    policy.release(Dev(), r.tlb_addr, r.pool)
+    clock.now = 100 * SECOND
+    policy.run_deferred()
+    assert policy.next_deadline() is None

@@ -148,3 +148,37 @@ def test_v6_6_profile_searches_pool_major() -> None:
     assert policy.mem.profile.area_major is False and len(policy.mem.pools) == 2
     r = policy.map(dev, 0x3_0000_0000, 8192)
     assert isinstance(r, SlotMapping) and r.pool is policy.mem.pools[0]  # the newest pool first
+
+
+def test_a_kernel_overrun_in_a_transient_pool_leaves_nothing_behind() -> None:
+    """6.6.0 did not cap the free-run lengths at a small pool's end (CVE-2023-52790): a mapping
+    that needs an odd slot would run past a 2-slot transient pool. The model refuses with
+    PoolOverrun, after giving the pool and its memory back."""
+    from swiotlb.core.search import PoolOverrun
+
+    policy, _ = setup(1024, profile="v6.6")
+    fill(policy, Dev(), 8)
+    free = policy.env.pages.free_bytes()
+    with pytest.raises(PoolOverrun):
+        policy.map(Dev(min_align_mask=0xFFF), 0x2_0000_0800, 4096)  # 2 slots, the odd one first
+    assert policy.mem.transient_pools == [] and policy.mem.transient_nslabs == 0
+    assert policy.env.pages.free_bytes() == free
+
+
+def test_grown_pools_stay_below_the_allocator_phys_limit() -> None:
+    """Spec §1.5/§5.3: without SWIOTLB_ANY the worker allocates below ARCH_LOW_ADDRESS_LIMIT."""
+    from swiotlb import DmaDirection, Machine, dma_bit_mask
+
+    clock = Clock()
+    m = Machine("16G", cmdline="swiotlb=512,force", policy="linux-6.6", clock=clock)
+    nic = m.add_device("nic", dma_mask=dma_bit_mask(32))
+    bufs = [m.alloc(256 << 10) for _ in range(5)]
+    for b in bufs[:4]:
+        nic.map_single(b, 256 << 10, DmaDirection.TO_DEVICE)
+    nic.map_single(bufs[4], 4096, DmaDirection.TO_DEVICE)  # transient, worker scheduled
+    clock.now = 10**9
+    m.run_deferred()
+    grown = m.mem.pools[0]
+    assert grown is not m.pool and grown.end <= 1 << 32
+    dma = nic.map_single(bufs[4], 8192, DmaDirection.TO_DEVICE)
+    assert dma + 8192 <= 1 << 32

@@ -209,16 +209,28 @@ class IoTlbMem:
                 self.nslabs += pool.nslabs
 
     def remove_pool(self, pool: IoTlbPool) -> None:
-        """Take an idle pool off the lists (transient deletion, or a shrinking policy)."""
-        with self.lock:
+        """Take an idle pool off the lists (transient deletion, or a shrinking policy).
+
+        Every area lock is held while the pool is checked idle and marked dead, so a search
+        that raced to the pool before it left the list finds it dead and moves on.
+        """
+        locks = [area.lock for area in pool.areas]
+        for lock in locks:
+            lock.acquire()
+        try:
             if pool.used:
                 raise ReleaseError(f"{pool!r} still has {pool.used} slots in use")
-            if pool.transient:
-                self.transient_pools.remove(pool)
-                self.transient_nslabs -= pool.nslabs
-            else:
-                self.pools.remove(pool)
-                self.nslabs -= pool.nslabs
+            with self.lock:
+                if pool.transient:
+                    self.transient_pools.remove(pool)
+                    self.transient_nslabs -= pool.nslabs
+                else:
+                    self.pools.remove(pool)
+                    self.nslabs -= pool.nslabs
+                pool.dead = True
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
     def del_transient(self, pool: IoTlbPool) -> None:
         """``swiotlb_del_transient`` (spec §5.5): drop a transient pool with its one buffer.
@@ -250,10 +262,6 @@ class IoTlbMem:
         return self.find_pool(paddr) is not None
 
     # -- search ----------------------------------------------------------------------------
-    def search_masks(self, dev: DmaParams, size: int, alloc_align_mask: int) -> SearchMasks:
-        """The generation's masks and stride for one request (spec §3.3, §3.4)."""
-        return self.profile.search_masks(size, dev.min_align_mask, alloc_align_mask, self.page_size)
-
     def _masks(self, min_align: int, align: int, big: bool) -> tuple[int, int, int, int, int, bool]:
         """Cached ``(align_mask, iotlb_mask, stride, q_plain, q_orig, regular)`` for a request.
 
@@ -277,18 +285,6 @@ class IoTlbMem:
                 self._mask_cache.clear()
             self._mask_cache[key] = cached
         return cached
-
-    def _request(self, dev: DmaParams, pool: IoTlbPool, orig_addr: int, size: int, alloc_align_mask: int) -> SearchRequest:
-        bmask = dev.seg_boundary_mask
-        tbl = pool.start & bmask
-        return SearchRequest(
-            nslots=nr_slots(size),
-            masks=self.search_masks(dev, size, alloc_align_mask),
-            orig_addr=orig_addr,
-            tbl_dma=tbl,
-            shift=nr_slots(tbl),
-            max_slots=get_max_slots(bmask),
-        )
 
     def _plan(self, dev: DmaParams, size: int, alloc_align_mask: int) -> _Plan:
         """What a request needs that depends on neither the pool nor ``orig_addr`` (cached)."""
@@ -327,8 +323,8 @@ class IoTlbMem:
         lock = area.lock
         lock.acquire()
         try:
-            if n > nslabs - area.used:
-                return -1  # quick reject: not enough free slots in this area
+            if n > nslabs - area.used or pool.dead:
+                return -1  # quick reject: not enough free slots in this area (or pool gone)
             if fast:
                 if orig_addr and im:
                     q = q_orig

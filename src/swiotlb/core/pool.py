@@ -75,6 +75,7 @@ class IoTlbPool:
         "pad_slots",
         "late_alloc",
         "transient",
+        "dead",
         "list_capped",
         "name",
     )
@@ -110,6 +111,7 @@ class IoTlbPool:
         self.area_nslabs = nslabs // nareas
         self.late_alloc = late_alloc
         self.transient = transient
+        self.dead = False  # set under every area lock when the pool leaves its allocator
         self.list_capped = list_capped
         self.name = name
         self.list = bytearray(self._initial_list(0, nslabs))

@@ -34,6 +34,7 @@ from swiotlb.core.constants import (
 )
 
 __all__ = [
+    "fit_nareas",
     "ARCHES",
     "DEFAULT_NSLABS",
     "LOG_PREFIX",
@@ -410,6 +411,20 @@ def limit_nareas(nareas: int, nslots: int) -> int:
     if nareas < 0 or nslots < 0:
         raise ValueError(f"limit_nareas({nareas}, {nslots}): both must be >= 0")
     return nslots // IO_TLB_SEGSIZE if nslots < nareas * IO_TLB_SEGSIZE else nareas
+
+
+def fit_nareas(nareas: int, nslots: int) -> int:
+    """The most areas, at most ``limit_nareas(nareas, nslots)``, that split ``nslots`` into
+    equal power-of-two-counted areas of whole 128-slot segments (spec §1.4 invariant).
+
+    The kernel's own pool sizes are powers of two, so ``limit_nareas`` alone suffices there;
+    policies that size pools freely (grown by demand, chunks) need the rounding down.
+    """
+    n = limit_nareas(nareas, nslots)
+    n = 1 << max(0, n.bit_length() - 1)  # a power of two
+    while n > 1 and (nslots % n or (nslots // n) % IO_TLB_SEGSIZE):
+        n >>= 1
+    return max(n, 1)
 
 
 def adjust_size(default_nslabs: int, size: int, default_nareas: int = 0) -> int:

@@ -387,7 +387,11 @@ class DmaDirect:
         if slot is not None:
             if not attrs & _SKIP and d is not TO_DEVICE:
                 self._bounce(dev, dma, size, False, slot.pool)
-            self.policy.release(dev, dma, slot.pool)
+            try:
+                self.policy.release(dev, dma, slot.pool)
+            except BaseException:
+                dev.table.add(m)  # the slots are still held: keep the mapping on record
+                raise
         bus = self.events
         if bus.subscribers:
             bus.publish(DmaUnmapPage(dev.name, d, dma, size, attrs, cpu))
@@ -402,12 +406,17 @@ class DmaDirect:
         if bus.subscribers:
             bus.publish(DmaUnmapSg(dev.name, d, tuple(m.phys_addr for m in maps), attrs, cpu))
         copy_back = not attrs & _SKIP and d is not TO_DEVICE
-        for m in maps:
+        for i, m in enumerate(maps):
             slot = m.slot
             if slot is not None:
                 if copy_back:
                     self._bounce(dev, m.dma_addr, m.size, False, slot.pool)
-                self.policy.release(dev, m.dma_addr, slot.pool)
+                try:
+                    self.policy.release(dev, m.dma_addr, slot.pool)
+                except BaseException:
+                    for kept in maps[i:]:  # not released: keep them on record
+                        dev.table.add(kept)
+                    raise
 
     # -- sync ------------------------------------------------------------------------------
     def sync_single(self, dev: Device, dma: int, size: int, dir: DmaDirection | int, cpu: int = 0, *, for_device: bool) -> None:

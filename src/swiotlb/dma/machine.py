@@ -4,7 +4,8 @@ Boot follows spec §1.5: the default pool is sized by :func:`swiotlb.core.sizing
 (x86: a pool when RAM reaches above 4 GiB, in CoCo guests, or with ``swiotlb=force``) and placed
 by the range allocator in low memory (below 4 GiB; anywhere in a CoCo guest, SWIOTLB_ANY). The
 first 1 MiB of RAM is reserved, as x86 reserves it for firmware, so no buffer sits at address 0.
-The allocator is the static boot pool (:class:`~swiotlb.policies.StaticPolicy`).
+The policy (``static`` unless ``policy=`` or ``swiotlb.policy=`` says otherwise) owns the pool
+and grows, shrinks or bypasses it from the page allocator that takes over the rest of RAM.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import time
 from typing import Any, Iterable, Mapping
 
 from swiotlb.core import IoTlbMem, IoTlbPool, KernelProfile, get_profile
-from swiotlb.core.constants import IO_TLB_SHIFT
-from swiotlb.core.sizing import PoolPlan, limit_nareas, plan_boot_pool, x86_needs_swiotlb
+from swiotlb.core.constants import IO_TLB_SHIFT, U64_MASK
+from swiotlb.core.sizing import PoolPlan, fit_nareas, plan_boot_pool, x86_needs_swiotlb
 from swiotlb.dma.device import DEFAULT_MAX_SEGMENT_SIZE, PCI_SEG_BOUNDARY_MASK, Device
 from swiotlb.dma.direct import DmaDirect
 from swiotlb.dma.events import EventBus
@@ -34,7 +35,7 @@ from swiotlb.memory import (
     ZoneLayout,
 )
 from swiotlb.policies import BouncePolicy, make_policy, policy_class
-from swiotlb.policies.config import BounceConfig
+from swiotlb.policies.config import BounceConfig, ConfigError
 from swiotlb.policies.env import PolicyEnv
 
 log = logging.getLogger("swiotlb")
@@ -154,6 +155,11 @@ class Machine:
         pool_bytes = self._boot_slabs << IO_TLB_SHIFT if self.plan.enabled else 0
         cma = list(cma)
         region_size = getattr(self._policy_class, "region_size", None)
+        if callable(region_size) and not self.plan.enabled and "region_start" not in self._policy_options:
+            raise ConfigError(
+                f"policy {config.policy!r} needs a bounce pool, but this machine plans none "
+                "(add swiotlb=force, or give it RAM above the DMA limit)"
+            )
         if self.plan.enabled and callable(region_size) and "region_start" not in self._policy_options:
             # a lending policy's region: reserved at boot like a CMA area, below the pool's limit
             nbytes = region_size(self.plan.nslabs, **self._policy_options)
@@ -174,10 +180,12 @@ class Machine:
         nareas = self.plan.nareas if kernel.areas else 1  # <= 5.19: one lock, no areas
         if self.plan.enabled:
             nslabs = self._boot_slabs
-            pools.append(IoTlbPool(pool_start, nslabs, limit_nareas(nareas, nslabs), name="default"))
+            pools.append(IoTlbPool(pool_start, nslabs, fit_nareas(nareas, nslabs), name="default"))
         mem = IoTlbMem(
             pools, kernel, page_size=page_size, force_bounce=self.plan.force_bounce,
             default_nareas=nareas or None,
+            # where grown pools may live: ARCH_LOW_ADDRESS_LIMIT, anywhere with SWIOTLB_ANY (§1.5)
+            phys_limit=self._boot_limit if self._boot_limit is not None else U64_MASK,
         )
         self.policy: BouncePolicy = make_policy(config.policy, mem, self.env, **self._policy_options)
         self.dma = DmaDirect(self.memory, self.policy, self.events, clock=self.clock, coco=coco)

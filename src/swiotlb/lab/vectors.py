@@ -88,7 +88,10 @@ def replay_case(
         ops = case["ops"]
     except (KeyError, TypeError, ValueError) as exc:
         raise VectorFormatError(f"{source or name}: malformed case: {exc}") from None
-    mem = IoTlbMem(pools, prof, dynamic=True, can_grow=False, fast=fast)
+    try:
+        mem = IoTlbMem(pools, prof, dynamic=prof.dynamic_available, can_grow=False, fast=fast)
+    except ValueError as exc:  # e.g. several pools or areas under a one-lock generation
+        return CaseResult(name, source, 0, f"kernel profile {prof.name} cannot hold this case's pools: {exc}")
     pool_index = {id(p): i for i, p in enumerate(pools)}
     live: dict[int, SlotMapping] = {}
     for k, op in enumerate(ops):

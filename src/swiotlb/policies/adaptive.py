@@ -58,7 +58,7 @@ from swiotlb.policies.base import (
 from swiotlb.policies.buffers import DedicatedBuffers, DynamicBuffer
 from swiotlb.policies.deferral import DeferralQueue
 from swiotlb.policies.env import PolicyEnv
-from swiotlb.policies.linux66 import alloc_pool
+from swiotlb.policies.linux66 import alloc_pool, drop_transient, make_transient
 
 LARGE_OWNER = "swiotlb-large"  # page-allocator owner tag of the buffers for oversized mappings
 
@@ -215,6 +215,11 @@ class AdaptivePolicy(BouncePolicy):
     ) -> SlotMapping | MapRefused:
         zone = self._zone_for(dev)
         mem = zone.mem
+        if not mem.nslabs:  # a zone whose first pool could not be had yet
+            if may_sleep:
+                self._grow(zone, self.knobs.initial_slabs)
+            else:
+                self._schedule(zone)
         self._ctx.sleeping = may_sleep  # read by _exhausted, which the core calls from inside the map
         r = mem.tbl_map_single(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
         if type(r) is SlotMapping:
@@ -251,17 +256,11 @@ class AdaptivePolicy(BouncePolicy):
         self._schedule(zone)
         if not self.knobs.transient:
             return None
-        pool = alloc_pool(self.env, zone.mem, n, n, 1, zone.limit, may_sleep=False, transient=True)
-        if pool is None:
-            self.counts["transient_failed"] += 1
+        made = make_transient(self.env, zone.mem, dev, orig_addr, size, alloc_align_mask, zone.limit)
+        if isinstance(made, str):
+            self.counts[made] += 1
             return None
-        zone.mem.add_pool(pool)
-        slot = zone.mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
-        if slot < 0:
-            zone.mem.remove_pool(pool)
-            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=False, owner="swiotlb")
-            self.counts["transient_unusable"] += 1
-            return None
+        pool, slot = made
         with self._lock:
             zone.transient[getattr(dev, "name", "")].insert(0, pool)
             self._zone_of_pool[id(pool)] = zone
@@ -347,11 +346,14 @@ class AdaptivePolicy(BouncePolicy):
     def _shrink(self, zone: BounceZone, now: int) -> int:
         freed = 0
         mem = zone.mem
+        if zone.limit is None and mem.pools:
+            zone.idle_since.pop(id(mem.pools[-1]), None)  # the boot pool stays: no deadline for it
         for pool in list(mem.pools[:-1] if zone.limit is None else mem.pools):
             since = zone.idle_since.get(id(pool))
             if since is None or pool.used or now - since < self.knobs.idle_ns:
                 continue
             if mem.nslabs - pool.nslabs < self.knobs.min_keep_slabs:
+                zone.idle_since.pop(id(pool), None)  # kept; its next idle spell starts a new clock
                 continue
             mem.remove_pool(pool)
             with self._lock:
@@ -382,8 +384,7 @@ class AdaptivePolicy(BouncePolicy):
             with self._lock:
                 zone.transient[dev.name].remove(pool)
                 self._zone_of_pool.pop(id(pool), None)
-            zone.mem.del_transient(pool)
-            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=False, owner="swiotlb")
+            drop_transient(self.env, zone.mem, pool)
             self.counts["transient_freed"] += 1
         elif not pool.used:
             zone.idle_since[id(pool)] = self.env.now()

@@ -51,6 +51,7 @@ from collections import defaultdict
 from typing import Any, ClassVar
 
 from swiotlb.core import IoTlbMem, IoTlbPool, MapFailure, MapRefused, SlotMapping
+from swiotlb.core.sizing import fit_nareas
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT, IO_TLB_SIZE
 from swiotlb.memory import GFP_KERNEL, Gfp
 from swiotlb.policies.base import BouncePolicy, PolicyDevice
@@ -137,7 +138,7 @@ class LendingPolicy(BouncePolicy):
         self.chunk_nslabs = chunk_bytes >> IO_TLB_SHIFT
         self.min_chunks = min_chunks
         self.idle_ns = idle_ns
-        self.nareas = self._chunk_nareas(nareas or mem.default_nareas)
+        self.nareas = fit_nareas(nareas or mem.default_nareas, self.chunk_nslabs)
         self.atomic_refill = atomic_refill
         self.worker_delay_ns = worker_delay_ns
         self.counts: dict[str, int] = defaultdict(int)
@@ -162,12 +163,6 @@ class LendingPolicy(BouncePolicy):
         """The region a boot should reserve: the static pool's size, at least one chunk."""
         chunk = int(knobs.get("chunk_bytes", DEFAULT_CHUNK_BYTES))
         return max(planned_nslabs << IO_TLB_SHIFT, chunk)
-
-    def _chunk_nareas(self, nareas: int) -> int:
-        n = 1 << max(0, nareas.bit_length() - 1)  # a power of two
-        while n > 1 and (self.chunk_nslabs % n or (self.chunk_nslabs // n) % IO_TLB_SEGSIZE):
-            n >>= 1
-        return n
 
     # -- claiming and giving back ----------------------------------------------------------
     def _claim(self, limit: int | None) -> IoTlbPool | None:

@@ -28,7 +28,7 @@ from typing import Any
 from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 from swiotlb.core.allocator import DmaParams
 from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SHIFT, align_up, nr_slots
-from swiotlb.core.sizing import limit_nareas
+from swiotlb.core.sizing import fit_nareas
 from swiotlb.policies.base import BouncePolicy, PolicyDevice
 from swiotlb.policies.env import PolicyEnv
 
@@ -47,7 +47,6 @@ def alloc_pool(
     cap = max_slabs if max_slabs is not None else (env.page_size >> IO_TLB_SHIFT) << env.pages.max_order
     if nslabs > cap:
         nslabs = cap
-        nareas = limit_nareas(nareas, nslabs)
     while True:
         tlb = env.alloc_bounce(nslabs << IO_TLB_SHIFT, limit=limit, may_sleep=may_sleep, owner="swiotlb")
         if tlb is not None:
@@ -55,11 +54,49 @@ def alloc_pool(
         if nslabs <= minslabs:
             return None
         nslabs = align_up(nslabs >> 1, 128)
-        nareas = limit_nareas(nareas, nslabs)
-    return IoTlbPool(
-        tlb, nslabs, nareas, late_alloc=True, transient=transient,
-        list_capped=mem.profile.list_capped, name="transient" if transient else "grown",
-    )
+    try:
+        return IoTlbPool(
+            tlb, nslabs, fit_nareas(nareas, nslabs), late_alloc=True, transient=transient,
+            list_capped=mem.profile.list_capped, name="transient" if transient else "grown",
+        )
+    except Exception:
+        env.free_bounce(tlb, nslabs << IO_TLB_SHIFT, may_sleep=may_sleep, owner="swiotlb")
+        raise
+
+
+def make_transient(
+    env: PolicyEnv, mem: IoTlbMem, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int,
+    limit: int | None,
+) -> tuple[IoTlbPool, int] | str:
+    """A transient pool holding this one mapping (§5.5), or why there is none.
+
+    Exactly ``nr_slots(size)`` slots, one area, from a non-sleeping allocation. The pool is
+    given back at once when the mapping does not fit it (a min-align offset needing a slot the
+    pool lacks) or when the modelled kernel would overrun it; nothing is left behind.
+    """
+    n = nr_slots(size)
+    pool = alloc_pool(env, mem, n, n, 1, limit, may_sleep=False, transient=True)
+    if pool is None:
+        return "transient_failed"
+    mem.add_pool(pool)
+    try:
+        slot = mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
+    except BaseException:
+        drop_transient(env, mem, pool, used=False)
+        raise
+    if slot < 0:
+        drop_transient(env, mem, pool, used=False)
+        return "transient_unusable"
+    return pool, slot
+
+
+def drop_transient(env: PolicyEnv, mem: IoTlbMem, pool: IoTlbPool, *, used: bool = True) -> None:
+    """``swiotlb_del_transient`` and the free (an RCU callback: never sleeps; §5.5)."""
+    if used:
+        mem.del_transient(pool)
+    else:
+        mem.remove_pool(pool)
+    env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=False, owner="swiotlb")
 
 
 class Linux66Policy(BouncePolicy):
@@ -123,19 +160,12 @@ class Linux66Policy(BouncePolicy):
         self._schedule_worker()
         if not self.transient_enabled:
             return None
-        n = nr_slots(size)
         limit: int | None = getattr(dev, "dma_limit", None)
-        pool = alloc_pool(self.env, self.mem, n, n, 1, limit, may_sleep=False, transient=True)
-        if pool is None:
-            self.counts["transient_failed"] += 1
+        made = make_transient(self.env, self.mem, dev, orig_addr, size, alloc_align_mask, limit)
+        if isinstance(made, str):
+            self.counts[made] += 1
             return None
-        self.mem.add_pool(pool)
-        slot = self.mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
-        if slot < 0:  # e.g. a min-align offset that needs a slot the tiny pool does not have
-            self.mem.remove_pool(pool)
-            self._free_pool(pool, may_sleep=False)
-            self.counts["transient_unusable"] += 1
-            return None
+        pool, slot = made
         name = getattr(dev, "name", "")
         with self._lock:
             self._transient[name].insert(0, pool)
@@ -151,9 +181,6 @@ class Linux66Policy(BouncePolicy):
                 self.counts["worker_scheduled"] += 1
 
     # -- pools -----------------------------------------------------------------------------
-    def _free_pool(self, pool: IoTlbPool, *, may_sleep: bool) -> None:
-        self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=may_sleep, owner="swiotlb")
-
     def run_deferred(self) -> int:
         """Run the growth worker if it is due on the environment's clock (§5.3)."""
         with self._lock:
@@ -188,8 +215,7 @@ class Linux66Policy(BouncePolicy):
         n = self.mem.release_slots(dev, tlb_addr, pool)  # validates the address first
         with self._lock:
             self._transient[dev.name].remove(pool)
-        self.mem.del_transient(pool)  # swiotlb_del_transient: used -= pool.nslabs
-        self._free_pool(pool, may_sleep=False)  # RCU callback; transient memory is atomic-pool or plain
+        drop_transient(self.env, self.mem, pool)
         self.counts["transient_freed"] += 1
         return n
 
