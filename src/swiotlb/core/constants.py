@@ -36,11 +36,6 @@ def is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
 
-def is_low_mask(mask: int) -> bool:
-    """True for masks of the form 2**k - 1 (including 0)."""
-    return mask & (mask + 1) == 0
-
-
 def get_max_slots(boundary_mask: int) -> int:
     """Slots per segment-boundary window, ``(mask >> 11) + 1`` (>= v6.6 form)."""
     return (boundary_mask >> IO_TLB_SHIFT) + 1

@@ -88,7 +88,6 @@ class KernelProfile:
     hiwater: bool  # debugfs io_tlb_used_hiwater (>= 6.5)
     transient_counter: bool  # debugfs io_tlb_transient_nslabs (>= 6.9)
     dynamic_available: bool  # CONFIG_SWIOTLB_DYNAMIC exists (>= 6.6)
-    list_max: int  # width of slots[].list (u32 until 6.8, u16 after)
     min_align_limits_size: bool = True  # max mapping size less the min-align mask (by 6.1)
 
 
@@ -108,7 +107,6 @@ V6_12 = KernelProfile(
     hiwater=True,
     transient_counter=True,
     dynamic_available=True,
-    list_max=(1 << 16) - 1,
 )
 
 V6_6 = KernelProfile(
@@ -127,7 +125,6 @@ V6_6 = KernelProfile(
     hiwater=True,
     transient_counter=False,
     dynamic_available=True,
-    list_max=U32_MASK,
 )
 
 V5_15 = KernelProfile(
@@ -146,7 +143,6 @@ V5_15 = KernelProfile(
     hiwater=False,
     transient_counter=False,
     dynamic_available=False,
-    list_max=U32_MASK,
     min_align_limits_size=False,
 )
 

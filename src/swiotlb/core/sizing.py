@@ -35,6 +35,7 @@ from swiotlb.core.constants import (
 
 __all__ = [
     "fit_nareas",
+    "parse_size",
     "ARCHES",
     "DEFAULT_NSLABS",
     "LOG_PREFIX",
@@ -411,6 +412,23 @@ def limit_nareas(nareas: int, nslots: int) -> int:
     if nareas < 0 or nslots < 0:
         raise ValueError(f"limit_nareas({nareas}, {nslots}): both must be >= 0")
     return nslots // IO_TLB_SEGSIZE if nslots < nareas * IO_TLB_SEGSIZE else nareas
+
+
+_SIZE = re.compile(r"\s*(0x[0-9a-f]+|\d+)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string: ``4096``, ``0x1000``, ``512M``, ``2G``, ``16GiB``.
+
+    For our own options (RAM sizes, knobs); the kernel's ``swiotlb=`` takes no suffix and is
+    read by :func:`parse_swiotlb_param`.
+    """
+    if isinstance(value, int):
+        return value
+    m = _SIZE.fullmatch(value)
+    if m is None:
+        raise ValueError(f"cannot read {value!r} as a size (examples: 4096, 0x1000, 512M, 2G, 16GiB)")
+    return int(m.group(1), 0) << _UNIT_SHIFT.get(m.group(2).lower(), 0)
 
 
 def fit_nareas(nareas: int, nslots: int) -> int:

@@ -35,7 +35,8 @@ from swiotlb.dma.events import (
     Subscription,
     SwiotlbBounced,
 )
-from swiotlb.dma.machine import CpuBuffer, Machine, parse_size
+from swiotlb.core.sizing import parse_size
+from swiotlb.dma.machine import CpuBuffer, Machine
 from swiotlb.dma.types import DMA_MAPPING_ERROR, DeferredMap, DmaAttrs, DmaDirection, DmaSegment, dma_bit_mask
 
 __all__ = [

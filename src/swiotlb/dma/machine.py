@@ -11,14 +11,13 @@ and grows, shrinks or bypasses it from the page allocator that takes over the re
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from typing import Any, Iterable, Mapping
 
 from swiotlb.core import IoTlbMem, IoTlbPool, KernelProfile, get_profile
 from swiotlb.core.constants import IO_TLB_SHIFT, U64_MASK
-from swiotlb.core.sizing import PoolPlan, fit_nareas, plan_boot_pool, x86_needs_swiotlb
+from swiotlb.core.sizing import PoolPlan, fit_nareas, parse_size, plan_boot_pool, x86_needs_swiotlb
 from swiotlb.dma.device import DEFAULT_MAX_SEGMENT_SIZE, PCI_SEG_BOUNDARY_MASK, Device
 from swiotlb.dma.direct import DmaDirect
 from swiotlb.dma.events import EventBus
@@ -42,18 +41,6 @@ log = logging.getLogger("swiotlb")
 
 LOW_RESERVED = 1 << 20  # x86 keeps the first 1 MiB for firmware
 LOW_MEMORY_LIMIT = (1 << 32) - 1  # ARCH_LOW_ADDRESS_LIMIT: memblock_alloc_low stays below 4 GiB
-_SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an int or a string such as ``"2G"``, ``"512M"``, ``"16GiB"``, ``"4096"``."""
-    if isinstance(value, int):
-        return value
-    m = _SIZE.fullmatch(value)
-    if m is None:
-        raise ValueError(f"cannot read {value!r} as a size (examples: 4096, 512M, 2G, 16GiB)")
-    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
-
 
 class CpuBuffer:
     """A CPU-owned buffer in guest RAM (what a driver would kmalloc or get from the page allocator)."""

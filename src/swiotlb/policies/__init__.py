@@ -36,7 +36,7 @@ def make_policy(name: str, mem: IoTlbMem, env: PolicyEnv, **options: Any) -> Bou
     try:
         return cls(mem, env, **options)  # type: ignore[call-arg]
     except TypeError as exc:
-        raise ValueError(f"policy {name!r}: {exc}") from None
+        raise ValueError(f"policy {name!r}: {exc}") from exc
 
 __all__ = ["AdaptiveKnobs", "AdaptivePolicy", "BouncePolicy", "Linux66Policy", "POLICIES", "PolicyDevice", "PolicyEnv", "RfcV1Policy", "StaticPolicy",
            "make_policy", "policy_class"]

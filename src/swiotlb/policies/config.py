@@ -19,15 +19,13 @@ kernel never to bounce.
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from swiotlb.core.sizing import parse_cmdline
+from swiotlb.core.sizing import parse_cmdline, parse_size
 from swiotlb.policies.base import BouncePolicy
 
 PREFIX = "swiotlb."
-_SIZE = re.compile(r"^(0x[0-9a-f]+|\d+)([kmg]?)$", re.IGNORECASE)
 _TRUE = {"y", "yes", "1", "true", "on"}
 _FALSE = {"n", "no", "0", "false", "off"}
 
@@ -62,10 +60,10 @@ def _value(text: str, like: Any, where: str) -> Any:
             return float(low)
         except ValueError:
             raise ConfigError(f"{where}: {text!r} is not a number") from None
-    m = _SIZE.match(low)
-    if m is None:
-        raise ConfigError(f"{where}: {text!r} is not an integer (decimal, 0x hex, K/M/G suffix)")
-    return int(m.group(1), 0) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2)]
+    try:
+        return parse_size(low)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not an integer (decimal, 0x hex, K/M/G suffix)") from None
 
 
 @dataclass(frozen=True)
