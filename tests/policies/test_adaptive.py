@@ -417,3 +417,15 @@ def test_the_boot_pool_going_idle_sets_no_deadline() -> None:
     clock.now = 100 * SECOND
     policy.run_deferred()
     assert policy.next_deadline() is None
+
+
+def test_hiwater_is_the_peak_of_the_sum_over_zones() -> None:
+    policy, _ = setup(1024)
+    a, b = Dev("a"), Dev("b", dma_limit=(1 << 32) - 1)
+    policy.attach_device(b)
+    ra = policy.map(a, 0x1_0000_0000, 64 << 10)  # 32 slots in the default zone
+    assert isinstance(ra, SlotMapping)
+    policy.release(a, ra.tlb_addr, ra.pool)
+    rb = policy.map(b, 0x1_0000_0000, 64 << 10)  # 32 slots in the 32-bit zone, later
+    assert isinstance(rb, SlotMapping)
+    assert policy.counters()["io_tlb_used_hiwater"] == 32  # never 64 slots at once

@@ -138,6 +138,7 @@ class AdaptivePolicy(BouncePolicy):
         self._zone_of_pool: dict[int, BounceZone] = {id(p): default for p in mem.pools}
         self._uses: set[str] = set()
         self.large = DedicatedBuffers(env, owner=LARGE_OWNER)
+        self._hiwater = 0  # peak of io_tlb_used over all zones (one zone: the allocator's own)
         self._ctx = threading.local()  # whether the map in progress on this thread may sleep
 
     @classmethod
@@ -227,6 +228,10 @@ class AdaptivePolicy(BouncePolicy):
             zone.idle_since.pop(id(r.pool), None)
             if not r.pool.transient and mem.total_used > self.knobs.high_watermark * mem.nslabs:
                 self._schedule(zone)
+            if len(self._zones) > 1:  # the peak of the sum, not the sum of the zones' peaks
+                total = sum(z.mem.total_used for z in list(self._zones.values()))
+                if total > self._hiwater:
+                    self._hiwater = total
         return r
 
     def search(
@@ -431,7 +436,7 @@ class AdaptivePolicy(BouncePolicy):
         return {
             "io_tlb_nslabs": sum(z.mem.nslabs for z in zones),
             "io_tlb_used": sum(z.mem.total_used for z in zones),
-            "io_tlb_used_hiwater": sum(z.mem.used_hiwater for z in zones),
+            "io_tlb_used_hiwater": max(self._hiwater, self.mem.used_hiwater),
             "io_tlb_transient_nslabs": sum(z.mem.transient_nslabs for z in zones),
         }
 
