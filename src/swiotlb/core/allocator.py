@@ -9,6 +9,7 @@ caller *which* bytes a bounce moves (:meth:`IoTlbMem.bounce_target`).
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Iterable, Protocol
@@ -33,6 +34,7 @@ from swiotlb.core.search import (
     area_may_fit,
     fast_search,
     free_slots,
+    kernel_probes,
     progression,
     search_area_literal,
     search_area_wrap,
@@ -131,6 +133,12 @@ class BounceSpan:
     warning: str | None = None
 
 
+def _free_run_before(pool: IoTlbPool, slot: int) -> int:
+    """Free slots right before ``slot`` in its segment: what the kernel's backward loop rewrites."""
+    seg_lo = slot & -IO_TLB_SEGSIZE
+    return slot - (pool.list.rfind(0, seg_lo, slot) + 1 or seg_lo)
+
+
 class ReleaseError(ValueError):
     """A release that does not match a live allocation (the kernel would corrupt its lists)."""
 
@@ -142,6 +150,14 @@ class IoTlbMem:
     RCU list holds them. ``dynamic`` models CONFIG_SWIOTLB_DYNAMIC (several pools, the early
     256 KiB reject of >= 6.9); growth itself belongs to the policies layer, which adds pools
     with :meth:`add_pool`. ``fast=False`` forces the literal probe-by-probe search.
+
+    ``count_steps=True`` makes :attr:`steps` a :class:`~collections.Counter` of the work the
+    modelled kernel does (not the work of the fast search): ``slot_probe`` (iterations of the
+    per-area search loop), ``area_search`` (areas whose loop ran), ``area_quick_reject``,
+    ``lock_acquire`` (area locks, search and release), ``slot_mark`` (slots marked in use),
+    ``list_fixup`` (slots rewritten by the backward fix-up of a map and the merge of a release,
+    freed slots included) and ``pool_walk`` (pools visited by ``find_slots``). Otherwise
+    :attr:`steps` is None and nothing is counted.
     """
 
     def __init__(
@@ -156,6 +172,7 @@ class IoTlbMem:
         phys_limit: int = U64_MASK,
         default_nareas: int | None = None,
         fast: bool = True,
+        count_steps: bool = False,
     ) -> None:
         self.profile = get_profile(profile)
         self.page_size = page_size
@@ -186,9 +203,19 @@ class IoTlbMem:
             self.add_pool(pool)
         self._pad_slots = self.profile.pad_slots
         self._fast = fast and self.profile.search_loop == "counted"
-        self._slow_search = search_area_wrap if self.profile.search_loop == "wrap" else search_area_literal
+        slow = search_area_wrap if self.profile.search_loop == "wrap" else search_area_literal
+        self._slow_search: Callable[[IoTlbPool, int, SearchRequest], int] = slow
         self._mask_cache: dict[tuple[int, int, bool], tuple[int, int, int, int, int, bool]] = {}
         self._plan_cache: dict[tuple[int, int, int, bool], _Plan] = {}
+        self.steps: Counter[str] | None = Counter() if count_steps else None
+        self._probes = [0]  # the slow searches' loop iterations, while counting
+        if count_steps:
+            probes = self._probes
+
+            def counted_slow_search(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
+                return slow(pool, area_index, req, probes)
+
+            self._slow_search = counted_slow_search
 
     # -- pools -----------------------------------------------------------------------------
     def add_pool(self, pool: IoTlbPool) -> None:
@@ -362,7 +389,49 @@ class IoTlbMem:
         alloc_align_mask: int = 0,
     ) -> int:
         """``swiotlb_search_pool_area``: search one area and take the slots; -1 if none fit."""
-        return self._search_pool_area(pool, area_index, self._plan(dev, size, alloc_align_mask), orig_addr, size)
+        plan = self._plan(dev, size, alloc_align_mask)
+        if self.steps is not None:
+            return self._search_counted(pool, area_index, plan, orig_addr, size)
+        return self._search_pool_area(pool, area_index, plan, orig_addr, size)
+
+    def _search_counted(
+        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int
+    ) -> int:
+        """:meth:`_search_pool_area`, adding what the kernel did to :attr:`steps`.
+
+        The kernel's probe count follows from the state before the search and its answer
+        (:func:`~swiotlb.core.search.kernel_probes`), so the fast search runs unchanged; the
+        slow searches count their own iterations.
+        """
+        steps = self.steps
+        assert steps is not None
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        area = pool.areas[area_index]
+        nslabs = pool.area_nslabs
+        cursor = area.index
+        quick = n > nslabs - area.used
+        self._probes[0] = 0
+        slot = self._search_pool_area(pool, area_index, plan, orig_addr, size)
+        steps["lock_acquire"] += 1
+        if pool.dead:
+            return slot
+        if quick:
+            steps["area_quick_reject"] += 1
+            return slot
+        steps["area_search"] += 1
+        am, im, stride, _, _, fast, bmask, _, _ = plan
+        progression_ = progression(am, im, orig_addr, pool.start & bmask) if fast else None
+        if progression_ is not None:  # the fast search ran: derive the kernel's iterations
+            q, residue = progression_
+            base = area_index * nslabs
+            found = slot - base if slot >= 0 else -1
+            steps["slot_probe"] += kernel_probes(nslabs, cursor, (residue - base) % q, q, stride, found)
+        else:  # the literal or <= 6.2 loop ran and counted its iterations
+            steps["slot_probe"] += self._probes[0]
+        if slot >= 0:
+            steps["slot_mark"] += n
+            steps["list_fixup"] += _free_run_before(pool, slot)
+        return slot
 
     def find_slots(
         self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int = 0, cpu: int = 0
@@ -371,10 +440,13 @@ class IoTlbMem:
         if self.dynamic and self.profile.early_reject and size > MAX_SEGMENT_BYTES:
             return None
         plan = self._plan(dev, size, alloc_align_mask)
-        search = self._search_pool_area
+        steps = self.steps
+        search = self._search_pool_area if steps is None else self._search_counted
         pools = self.pools
         if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
             for pool in pools:  # pool-major: every area of a pool before the next pool
+                if steps is not None:
+                    steps["pool_walk"] += 1
                 mask = pool.nareas - 1
                 start = cpu & mask
                 for off in range(pool.nareas):
@@ -384,6 +456,8 @@ class IoTlbMem:
             return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
         for off in range(self.default_nareas):  # area-major (>= 6.8)
             for pool in pools:
+                if steps is not None:
+                    steps["pool_walk"] += 1  # the list walk visits the pool even when it skips it
                 if off < pool.nareas:
                     slot = search(pool, (cpu + off) & (pool.nareas - 1), plan, orig_addr, size)
                     if slot >= 0:
@@ -472,6 +546,10 @@ class IoTlbMem:
                 raise ReleaseError(
                     f"address {tlb_addr:#x} (slot {index} of {pool!r}) is not a live bounce buffer"
                 )
+            if self.steps is not None:
+                steps = self.steps
+                steps["lock_acquire"] += 1
+                steps["list_fixup"] += n + _free_run_before(pool, index)
             free_slots(pool, index, n)
         finally:
             lock.release()

@@ -70,8 +70,14 @@ def _is_aligned(slot: int, req: SearchRequest) -> bool:
     )
 
 
-def search_area_literal(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
-    """The >= 6.3 counted loop, probe by probe (spec §3.3). Returns a pool slot or -1."""
+def search_area_literal(
+    pool: IoTlbPool, area_index: int, req: SearchRequest, probes: list[int] | None = None
+) -> int:
+    """The >= 6.3 counted loop, probe by probe (spec §3.3). Returns a pool slot or -1.
+
+    ``probes``, when given, gets the number of loop iterations (examined indices) added to
+    its first element; a quick reject adds nothing.
+    """
     area = pool.areas[area_index]
     n = req.nslots
     nslabs = pool.area_nslabs
@@ -82,6 +88,7 @@ def search_area_literal(pool: IoTlbPool, area_index: int, req: SearchRequest) ->
     stride = req.masks.stride
     lst = pool.list
     checked = 0
+    rejected = 0  # aligned probes that did not fit: each counted ``stride`` checks
     while checked < nslabs:
         slot = base + index
         if not _is_aligned(slot, req):
@@ -91,16 +98,26 @@ def search_area_literal(pool: IoTlbPool, area_index: int, req: SearchRequest) ->
             checked += 1
             continue
         if not _crosses(slot, req) and lst[slot] >= n:
+            if probes is not None:
+                probes[0] += checked - rejected * (stride - 1) + 1
             return slot
         index += stride
         if index >= nslabs:
             index = 0
         checked += stride
+        rejected += 1
+    if probes is not None:
+        probes[0] += checked - rejected * (stride - 1)
     return -1
 
 
-def search_area_wrap(pool: IoTlbPool, area_index: int, req: SearchRequest) -> int:
-    """The <= 6.2 do/while loop that stops when it comes back to its start (spec §3.4)."""
+def search_area_wrap(
+    pool: IoTlbPool, area_index: int, req: SearchRequest, probes: list[int] | None = None
+) -> int:
+    """The <= 6.2 do/while loop that stops when it comes back to its start (spec §3.4).
+
+    ``probes``, when given, gets the number of loop iterations added to its first element.
+    """
     area = pool.areas[area_index]
     n = req.nslots
     nslabs = pool.area_nslabs
@@ -113,7 +130,7 @@ def search_area_wrap(pool: IoTlbPool, area_index: int, req: SearchRequest) -> in
         index = 0
     wrap = index
     lst = pool.list
-    for _ in range(4 * nslabs + 4):
+    for i in range(4 * nslabs + 4):
         slot = base + index
         if req.orig_addr and (
             (req.tbl_dma + (slot << IO_TLB_SHIFT)) & req.masks.iotlb_mask
@@ -121,11 +138,15 @@ def search_area_wrap(pool: IoTlbPool, area_index: int, req: SearchRequest) -> in
             index += 1
         else:
             if not _crosses(slot, req) and lst[slot] >= n:
+                if probes is not None:
+                    probes[0] += i + 1
                 return slot
             index += stride
         if index >= nslabs:
             index = 0
         if index == wrap:
+            if probes is not None:
+                probes[0] += i + 1
             return -1
     raise SearchDeadlock(
         f"search for {n} slots (stride {stride}) never returns to its start index {wrap}: "
@@ -308,6 +329,48 @@ def fast_search(
             checked += nslabs - first
         index = 0
     return -1
+
+
+def kernel_probes(nslabs: int, index: int, residue: int, q: int, stride: int, found: int) -> int:
+    """Iterations of the counted loop (spec §3.3) that ends at area index ``found`` (-1: fails).
+
+    The loop starts at cursor ``index``; aligned indices are ``i % q == residue``. Derived from
+    positions alone, in the passes of :func:`fast_search`: a misaligned walk costs one
+    iteration (and one check) per index, up to the next aligned index or the area end (then
+    wraps to 0). From an aligned candidate ``c`` the loop probes ``c``, jumps ``stride`` and
+    walks ``step - stride`` misaligned indices to ``c + step`` (``step = q * ceil(stride/q)``):
+    ``1 + step - stride`` iterations and ``step`` checks per candidate. Candidates are probed
+    while the check count is below ``area_nslabs`` and the index inside the area; a jump past
+    the end wraps to 0. ``found`` is the first candidate of a pass equal to it (the search
+    reads the state only, so a fitting slot is taken the first time it is probed); a failure
+    runs until the budget of ``area_nslabs`` checks is spent.
+    """
+    step = q * -(-stride // q)
+    per = 1 + step - stride  # iterations per aligned candidate
+    probes = checked = 0
+    while checked < nslabs:
+        first = index + (residue - index) % q
+        if first > nslabs:
+            first = nslabs  # walk to the area end, then wrap
+        walk = first - index
+        if checked + walk >= nslabs:
+            return probes + nslabs - checked  # the budget ends inside the walk
+        probes += walk
+        checked += walk
+        if first == nslabs:
+            index = 0
+            continue
+        # candidates first + j*step for j = 0..last: inside the area and under the budget
+        last = min((nslabs - 1 - first) // step, (nslabs - 1 - checked) // step)
+        d = found - first
+        if d >= 0 and d % step == 0 and d // step <= last:
+            return probes + d // step * per + 1
+        probes += last * per + 1
+        checked += last * step + stride
+        index = first + last * step + stride
+        if index >= nslabs:
+            index = 0
+    return probes
 
 
 def _fit_in_progression(
