@@ -278,6 +278,18 @@ def test_fast_equals_literal_on_fragmented_pools(
         assert_same_answer(pool, area, req)
 
 
+def random_request(
+    rng: random.Random, pool: IoTlbPool, profile: KernelProfile, min_align: int, seg_mask: int
+) -> tuple[int, int, SearchRequest]:
+    """``(area, size, request)`` of a typical driver map: sizes, alignments and offsets mixed."""
+    nslots = rng.choice((1, 1, 2, 3, 4, 8, 16, 32, 33, 100, 128))
+    size = nslots * IO_TLB_SIZE - rng.randrange(IO_TLB_SIZE)
+    align = rng.choice((0, 0, 0xFFF, 0x1FFF, 0xFFFF))
+    orig = rng.choice((0, rng.randrange(1 << 40), rng.randrange(1 << 28) << 12 | 0x800))
+    masks = profile.search_masks(size, min_align, align, PAGE)
+    return rng.randrange(pool.nareas), size, make_request(pool, nslots, masks, orig, seg_mask)
+
+
 @settings(SEARCH_SETTINGS, max_examples=60)
 @given(shape=pool_shapes(max_segments=16), seed=st.integers(0, 2**32 - 1),
        profile=st.sampled_from([V6_12, V6_6]), data=st.data())
@@ -295,13 +307,8 @@ def test_fast_equals_literal_along_a_search_sequence(
         if live and rng.random() < 0.35:
             free_slots(pool, *live.pop(rng.randrange(len(live))))
             continue
-        nslots = rng.choice((1, 1, 2, 3, 4, 8, 16, 32, 33, 100, 128))
-        size = nslots * IO_TLB_SIZE - rng.randrange(IO_TLB_SIZE)
-        align = rng.choice((0, 0, 0xFFF, 0x1FFF, 0xFFFF))
-        orig = rng.choice((0, rng.randrange(1 << 40), rng.randrange(1 << 28) << 12 | 0x800))
-        masks = profile.search_masks(size, min_align, align, PAGE)
-        req = make_request(pool, nslots, masks, orig, seg_mask)
-        area = rng.randrange(nareas)
+        area, size, req = random_request(rng, pool, profile, min_align, seg_mask)
+        nslots = req.nslots
         slot = assert_same_answer(pool, area, req)
         if slot >= 0:
             take_slots(pool, area, slot, nslots, size)

@@ -36,10 +36,9 @@ from tests.core.test_search import (
     make_request,
     mem_scripts,
     pool_shapes,
+    random_request,
     requests,
 )
-
-PAGE = 4096
 
 
 def counting_literal(pool: IoTlbPool, area_index: int, req: SearchRequest) -> tuple[int, int]:
@@ -163,13 +162,8 @@ def test_derived_probes_along_a_search_sequence(
     seg_mask = data.draw(SEG_MASK, label="seg_boundary_mask")
     failures = 0
     for _ in range(data.draw(st.integers(20, 150), label="nops")):
-        nslots = rng.choice((1, 1, 2, 3, 4, 8, 16, 32, 33, 100, 128))
-        size = nslots * IO_TLB_SIZE - rng.randrange(IO_TLB_SIZE)
-        align = rng.choice((0, 0, 0xFFF, 0x1FFF, 0xFFFF))
-        orig = rng.choice((0, rng.randrange(1 << 40), rng.randrange(1 << 28) << 12 | 0x800))
-        masks = profile.search_masks(size, min_align, align, PAGE)
-        req = make_request(pool, nslots, masks, orig, seg_mask)
-        area = rng.randrange(nareas)
+        area, size, req = random_request(rng, pool, profile, min_align, seg_mask)
+        nslots = req.nslots
         slot = check_probe_counts(pool, area, req)
         if slot >= 0:
             take_slots(pool, area, slot, nslots, size)

@@ -84,12 +84,10 @@ def _traffic(m: Machine, rec: Recorder, *, sleeping: bool) -> int:
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_atomic_callers_never_trigger_sleeping_work(policy: str) -> None:
     m, rec = _machine(policy)
-    boot_calls = rec.sleeping_calls
     mapped = _traffic(m, rec, sleeping=False)
     assert rec.violations == [], f"{policy} slept for an atomic caller: {rec.violations[:3]}"
     assert mapped > 0
-    m.run_deferred()  # process context: deferred work may sleep here
-    assert rec.sleeping_calls >= boot_calls
+    m.run_deferred()  # process context: the deferred work may sleep here, and must not fail
 
 
 def test_the_recorder_sees_sleeping_work_when_it_is_allowed() -> None:
