@@ -146,3 +146,28 @@ def test_raspberry_pi_4_frames_bounce_through_buffers_below_1gib(policy: str, si
     with pytest.raises(DmaMappingError) as info:  # atomic: no CMA, and no slot run holds a frame
         vc4.map_single(frame, size, TO)
     assert info.value.cause == "too_large"
+
+
+def test_lending_without_a_boot_pool_says_so() -> None:
+    from swiotlb.policies.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a bounce pool, but this machine plans none"):
+        Machine("2G", policy="lending")
+
+
+def test_unmap_keeps_its_record_when_the_release_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Machine("2G", cmdline="swiotlb=force")
+    dev = m.add_device("virtio")
+    buf = m.alloc(4096)
+    dma = dev.map_single(buf, 4096, TO)
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("release failed")
+
+    monkeypatch.setattr(m.policy, "release", broken)
+    with pytest.raises(RuntimeError):
+        dev.unmap(dma, 4096, TO)
+    assert [mp.dma_addr for mp in dev.live_mappings()] == [dma]
+    monkeypatch.undo()
+    dev.unmap(dma, 4096, TO)
+    assert dev.live_mappings() == [] and m.mem.total_used == 0
