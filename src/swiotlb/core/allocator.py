@@ -156,8 +156,9 @@ class IoTlbMem:
     per-area search loop), ``area_search`` (areas whose loop ran), ``area_quick_reject``,
     ``lock_acquire`` (area locks, search and release), ``slot_mark`` (slots marked in use),
     ``list_fixup`` (slots rewritten by the backward fix-up of a map and the merge of a release,
-    freed slots included) and ``pool_walk`` (pools visited by ``find_slots``). Otherwise
-    :attr:`steps` is None and nothing is counted.
+    freed slots included) and ``pool_walk`` (pools visited by ``find_slots``). A ``Counter``
+    given as ``count_steps`` is counted into, so that several allocators (a policy's zones)
+    share one tally. Otherwise :attr:`steps` is None and nothing is counted.
     """
 
     def __init__(
@@ -172,7 +173,7 @@ class IoTlbMem:
         phys_limit: int = U64_MASK,
         default_nareas: int | None = None,
         fast: bool = True,
-        count_steps: bool = False,
+        count_steps: bool | Counter[str] = False,
     ) -> None:
         self.profile = get_profile(profile)
         self.page_size = page_size
@@ -207,7 +208,10 @@ class IoTlbMem:
         self._slow_search: Callable[[IoTlbPool, int, SearchRequest], int] = slow
         self._mask_cache: dict[tuple[int, int, bool], tuple[int, int, int, int, int, bool]] = {}
         self._plan_cache: dict[tuple[int, int, int, bool], _Plan] = {}
-        self.steps: Counter[str] | None = Counter() if count_steps else None
+        if isinstance(count_steps, Counter):
+            self.steps: Counter[str] | None = count_steps  # shared with other allocators
+        else:
+            self.steps = Counter() if count_steps else None
         self._probes = [0]  # the slow searches' loop iterations, while counting
         if count_steps:
             probes = self._probes

@@ -109,6 +109,7 @@ class Machine:
         policy_options: Mapping[str, Any] | None = None,
         zone_dma_bits: int | None = None,
         cma: Iterable[tuple[int, int]] = (),
+        count_steps: bool = False,
     ) -> None:
         ram_bytes = parse_size(ram)
         reserved = list(reserved)
@@ -173,6 +174,7 @@ class Machine:
             default_nareas=nareas or None,
             # where grown pools may live: ARCH_LOW_ADDRESS_LIMIT, anywhere with SWIOTLB_ANY (§1.5)
             phys_limit=self._boot_limit if self._boot_limit is not None else U64_MASK,
+            count_steps=count_steps,
         )
         self.policy: BouncePolicy = make_policy(config.policy, mem, self.env, **self._policy_options)
         self.dma = DmaDirect(self.memory, self.policy, self.events, clock=self.clock, coco=coco)

@@ -169,6 +169,7 @@ class AdaptivePolicy(BouncePolicy):
                 mem = IoTlbMem(
                     [], self.mem.profile, page_size=self.mem.page_size, force_bounce=self.mem.force_bounce,
                     dynamic=True, phys_limit=limit, default_nareas=self.mem.default_nareas,
+                    count_steps=self.mem.steps if self.mem.steps is not None else False,
                 )
                 zone = self._setup_zone(mem, limit)
                 self._zones[limit] = zone
