@@ -91,6 +91,8 @@ class Machine:
     a dynamic ``policy`` grows come from it. ``zone_dma_bits`` sets ZONE_DMA (24 on x86, 30
     on a Raspberry Pi 4); on arm64 the boot pool goes below that limit, as
     ``arm64_dma_phys_limit`` puts it. ``cma`` lists ``(start, size)`` CMA regions.
+    ``count_steps`` makes the allocator, and every allocator the policy adds, count the
+    kernel's steps into ``machine.mem.steps``, which the simulator prices.
     """
 
     def __init__(
