@@ -31,15 +31,14 @@ from swiotlb.core.sizing import max_mapping_size
 from swiotlb.core.profiles import DEFAULT_PROFILE, KernelProfile, SearchMasks, get_profile
 from swiotlb.core.search import (
     SearchRequest,
-    area_may_fit,
-    fast_search,
-    free_slots,
     kernel_probes,
     progression,
     search_area_literal,
     search_area_wrap,
+    search_past_cursor,
     take_slots,
 )
+from swiotlb.core.search import _AT_LEAST, _BLK_SHIFT, _DESC, _SEG_SHIFT, _ZEROS  # shared by the hot paths
 
 
 # (align_mask, iotlb_mask, stride, period without orig, period with orig, fast, boundary mask,
@@ -320,18 +319,20 @@ class IoTlbMem:
     def _plan(self, dev: DmaParams, size: int, alloc_align_mask: int) -> _Plan:
         """What a request needs that depends on neither the pool nor ``orig_addr`` (cached)."""
         min_align = dev.min_align_mask & U32_MASK
-        bmask = dev.seg_boundary_mask
-        key = (min_align, bmask, alloc_align_mask, size >= self.page_size)
-        plan = self._plan_cache.get(key)
+        big = size >= self.page_size
+        plan = self._plan_cache.get((min_align, dev.seg_boundary_mask, alloc_align_mask, big))
         if plan is None:
-            am, im, stride, q_plain, q_orig, regular = self._masks(
-                min_align, alloc_align_mask & U32_MASK, key[3]
-            )
-            plan = (am, im, stride, q_plain, q_orig, regular and self._fast, bmask,
-                    (bmask >> IO_TLB_SHIFT) + 1, min_align & SLOT_LOW_MASK)
-            if len(self._plan_cache) > 4096:
-                self._plan_cache.clear()
-            self._plan_cache[key] = plan
+            plan = self._new_plan(min_align, dev.seg_boundary_mask, alloc_align_mask, big)
+        return plan
+
+    def _new_plan(self, min_align: int, bmask: int, alloc_align_mask: int, big: bool) -> _Plan:
+        """Compute and cache the plan for ``(min_align, bmask, alloc_align_mask, big)``."""
+        am, im, stride, q_plain, q_orig, regular = self._masks(min_align, alloc_align_mask & U32_MASK, big)
+        plan = (am, im, stride, q_plain, q_orig, regular and self._fast, bmask,
+                (bmask >> IO_TLB_SHIFT) + 1, min_align & SLOT_LOW_MASK)
+        if len(self._plan_cache) > 4096:
+            self._plan_cache.clear()
+        self._plan_cache[(min_align, bmask, alloc_align_mask, big)] = plan
         return plan
 
     def _search_pool_area(
@@ -343,12 +344,14 @@ class IoTlbMem:
         usual answer), then the full search of :func:`~swiotlb.core.search.fast_search` (or
         the literal loop for irregular masks and the <= 6.2 loop).
         """
-        am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = plan
         n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         area = pool.areas[area_index]
         nslabs = pool.area_nslabs
-        if n > nslabs - area.used or (n > 1 and fast and not area_may_fit(area, n)):
+        if n > nslabs - area.used or (
+            n > 1 and plan[5] and (n > IO_TLB_SEGSIZE or _AT_LEAST[n].search(area.blkub) is None)
+        ):
             return -1  # cheap look before the lock; the answer cannot change the outcome
+        am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = plan
         tbl = pool.start & bmask
         shift = (tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         lock = area.lock
@@ -371,7 +374,7 @@ class IoTlbMem:
                     and pool.list[slot] >= n
                     and ((shift + slot) & (window - 1)) + n <= window
                 ):
-                    slot = fast_search(pool, area_index, n, q, residue & (q - 1), stride, shift, window)
+                    slot = search_past_cursor(pool, area_index, n, q, (residue - base) & (q - 1), stride, shift, window)
             else:
                 req = SearchRequest(n, SearchMasks(am, im, stride), orig_addr, tbl, shift, window)
                 slot = self._slow_search(pool, area_index, req)
@@ -423,10 +426,15 @@ class IoTlbMem:
             steps["area_quick_reject"] += 1
             return slot
         steps["area_search"] += 1
-        am, im, stride, _, _, fast, bmask, _, _ = plan
-        progression_ = progression(am, im, orig_addr, pool.start & bmask) if fast else None
-        if progression_ is not None:  # the fast search ran: derive the kernel's iterations
-            q, residue = progression_
+        _, im, stride, q_plain, q_orig, fast, bmask, _, _ = plan
+        if fast:  # the fast search ran: derive the kernel's iterations
+            tbl = pool.start & bmask  # the progression of search.progression, from the plan
+            if orig_addr and im:
+                q = q_orig
+                residue = ((orig_addr & im) - tbl) >> IO_TLB_SHIFT
+            else:
+                q = q_plain
+                residue = -tbl >> IO_TLB_SHIFT
             base = area_index * nslabs
             found = slot - base if slot >= 0 else -1
             steps["slot_probe"] += kernel_probes(nslabs, cursor, (residue - base) % q, q, stride, found)
@@ -443,7 +451,12 @@ class IoTlbMem:
         """``swiotlb_find_slots`` over the listed pools (spec §3.2); growth is the policy's."""
         if self.dynamic and self.profile.early_reject and size > MAX_SEGMENT_BYTES:
             return None
-        plan = self._plan(dev, size, alloc_align_mask)
+        return self._find_slots(dev, orig_addr, size, alloc_align_mask, cpu, self._plan(dev, size, alloc_align_mask))
+
+    def _find_slots(
+        self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int, plan: _Plan
+    ) -> tuple[IoTlbPool, int] | None:
+        """The walk of :meth:`find_slots`, after the early reject, with the plan computed."""
         steps = self.steps
         search = self._search_pool_area if steps is None else self._search_counted
         pools = self.pools
@@ -507,8 +520,90 @@ class IoTlbMem:
                 )
             offset = orig_addr & min_align & SLOT_LOW_MASK
             size = alloc_size + offset
-        found = self.find_slots(dev, orig_addr, size, alloc_align_mask, cpu)
         n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        bmask = dev.seg_boundary_mask
+        big = size >= self.page_size
+        plan = self._plan_cache.get((min_align, bmask, alloc_align_mask, big))
+        if plan is None:
+            plan = self._new_plan(min_align, bmask, alloc_align_mask, big)
+        pools = self.pools
+        if plan[5] and pools:
+            # The hot path. Both walk orders of find_slots search area ``cpu`` of the first
+            # pool first, and the usual answer is its first aligned slot at the cursor. Look
+            # at that slot before taking the lock; if it fits, take the lock, check that
+            # nothing moved, and mark the slots with take_slots inlined (keep them in step).
+            # Anything else goes through find_slots from the start: nothing has been
+            # changed or counted yet. (Over 256 KiB nothing fits here: no early reject needed.)
+            pool = pools[0]
+            area_nslabs = pool.area_nslabs
+            area_index = cpu & (pool.nareas - 1)
+            area = pool.areas[area_index]
+            cursor = area.index
+            base = area_index * area_nslabs
+            tbl = pool.start & bmask
+            im = plan[1]
+            if orig_addr and im:  # the first aligned slot at or after the cursor
+                slot = base + cursor + (((((orig_addr & im) - tbl) >> IO_TLB_SHIFT) - base - cursor) & (plan[4] - 1))
+            else:
+                slot = base + cursor + (((-tbl >> IO_TLB_SHIFT) - base - cursor) & (plan[3] - 1))
+            lst = pool.list
+            window = plan[7]
+            if (
+                slot < base + area_nslabs
+                and lst[slot] >= n
+                and ((((tbl + SLOT_LOW_MASK) >> IO_TLB_SHIFT) + slot) & (window - 1)) + n <= window
+            ):
+                end = slot + n
+                if end > pool.nslabs:
+                    take_slots(pool, area_index, slot, n, 0)  # raises PoolOverrun (uncapped lists)
+                pad = offset >> IO_TLB_SHIFT
+                fixed = 0  # free slots before the run, rewritten by the backward fix-up
+                lock = area.lock
+                lock.acquire()
+                try:
+                    taken = area.index == cursor and lst[slot] >= n and not pool.dead
+                    if taken:
+                        view = pool.view
+                        view[slot:end] = _ZEROS[n]
+                        pool.heads[slot] = 1
+                        pool.head_alloc_size[slot] = size - (orig_addr & plan[8])
+                        pool.head_nslots[slot] = n
+                        pool.head_orig_addr[slot] = orig_addr
+                        if pad:
+                            pool.head_pad[slot] = pad
+                            pool.pad_slots[slot + pad] = pad
+                        seg_lo = slot & -IO_TLB_SEGSIZE
+                        if slot > seg_lo and lst[slot - 1]:
+                            fixed = slot - (lst.rfind(0, seg_lo, slot) + 1 or seg_lo)
+                            view[slot - fixed : slot] = _DESC[fixed]
+                        end -= base
+                        area.index = 0 if end >= area_nslabs else end
+                        area.used += n
+                finally:
+                    lock.release()
+                if taken:
+                    steps = self.steps
+                    if steps is not None:
+                        steps["pool_walk"] += 1
+                        steps["lock_acquire"] += 1
+                        steps["area_search"] += 1
+                        steps["slot_probe"] += slot - base - cursor + 1  # misaligned walk + the probe
+                        steps["slot_mark"] += n
+                        steps["list_fixup"] += fixed
+                    lock = self.lock
+                    lock.acquire()
+                    used = self.total_used = self.total_used + n
+                    if used > self.used_hiwater:
+                        self.used_hiwater = used
+                    lock.release()
+                    index = slot + pad
+                    return SlotMapping(
+                        pool.start + (index << IO_TLB_SHIFT) + (offset & SLOT_LOW_MASK), pool, index, pad, n, size
+                    )
+        if size > MAX_SEGMENT_BYTES and self.dynamic and self.profile.early_reject:
+            found = None  # the >= 6.9 early reject: no search, no growth
+        else:
+            found = self._find_slots(dev, orig_addr, size, alloc_align_mask, cpu, plan)
         if found is None:
             too_large = n > IO_TLB_SEGSIZE or n > get_max_slots(dev.seg_boundary_mask)
             cause = MapFailure.TOO_LARGE if too_large else MapFailure.FULL
@@ -527,34 +622,57 @@ class IoTlbMem:
         """``swiotlb_release_slots`` (spec §3.6); returns the number of slots freed.
 
         Refuses (:class:`ReleaseError`, state untouched) an address that is not the start of
-        a live allocation, where the kernel would silently corrupt its free lists.
+        a live allocation, where the kernel would silently corrupt its free lists. The merge
+        is :func:`~swiotlb.core.search.free_slots` inlined (keep them in step).
         """
         if pool is None:
             pool = self.find_pool(tlb_addr)
         if pool is None or not pool.start <= tlb_addr < pool.end:
             raise ReleaseError(f"address {tlb_addr:#x} is not in any bounce pool")
         low = tlb_addr & dev.min_align_mask & SLOT_LOW_MASK
-        index = (tlb_addr - low - pool.start) >> IO_TLB_SHIFT
-        if self._pad_slots:
-            index -= pool.pad_slots[index]
-        if not 0 <= index < pool.nslabs:
+        data = (tlb_addr - low - pool.start) >> IO_TLB_SHIFT  # the first data slot
+        index = data - pool.pad_slots[data] if self._pad_slots else data
+        nslabs = pool.nslabs
+        if not 0 <= index < nslabs:
             raise ReleaseError(f"address {tlb_addr:#x} is not a live bounce buffer of {pool!r}")
-        area = pool.areas[index // pool.area_nslabs]
+        area_nslabs = pool.area_nslabs
+        area_index = index // area_nslabs
+        area = pool.areas[area_index]
+        lst = pool.list
         lock = area.lock
         lock.acquire()
         try:
             n = (pool.head_alloc_size[index] + low + SLOT_LOW_MASK) >> IO_TLB_SHIFT
-            if not pool.heads[index] or pool.list[index] or n != pool.head_nslots[index] or (
-                index + pool.head_pad[index] != (tlb_addr - low - pool.start) >> IO_TLB_SHIFT
-            ):
+            pad = pool.head_pad[index]
+            if not pool.heads[index] or lst[index] or n != pool.head_nslots[index] or index + pad != data:
                 raise ReleaseError(
                     f"address {tlb_addr:#x} (slot {index} of {pool!r}) is not a live bounce buffer"
                 )
-            if self.steps is not None:
-                steps = self.steps
+            end = index + n
+            seg_lo = index & -IO_TLB_SEGSIZE
+            top = n + (lst[end] if end < seg_lo + IO_TLB_SEGSIZE and end < nslabs else 0)
+            view = pool.view
+            view[index:end] = _DESC[top][:n]
+            pool.heads[index] = 0
+            if pad:
+                pool.pad_slots[data] = 0
+                pool.head_pad[index] = 0
+            fixed = 0  # free slots before the run, merged into it
+            if index > seg_lo and lst[index - 1]:
+                fixed = index - (lst.rfind(0, seg_lo, index) + 1 or seg_lo)
+                top += fixed
+                view[index - fixed : index] = _DESC[top][:fixed]
+            area.used -= n
+            seg = (index - area_index * area_nslabs) >> _SEG_SHIFT
+            segub = area.segub
+            if segub[seg] < top:  # raise the upper-bound index
+                segub[seg] = top
+                if area.blkub[seg >> _BLK_SHIFT] < top:
+                    area.blkub[seg >> _BLK_SHIFT] = top
+            steps = self.steps
+            if steps is not None:
                 steps["lock_acquire"] += 1
-                steps["list_fixup"] += n + _free_run_before(pool, index)
-            free_slots(pool, index, n)
+                steps["list_fixup"] += n + fixed
         finally:
             lock.release()
         if not pool.transient:

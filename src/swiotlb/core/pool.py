@@ -33,15 +33,19 @@ from swiotlb.core.constants import (
 )
 
 SEGS_PER_BLOCK = 64
+_SEGMENT_RUN = bytes(range(IO_TLB_SEGSIZE, 0, -1))  # a free segment's list: 128, 127, ..., 1
 
 
 class PoolLayoutError(ValueError):
     """A pool or area layout the kernel could not produce."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class IoTlbArea:
-    """One area: a next-fit cursor, a used count and a lock (spec §2.2)."""
+    """One area: a next-fit cursor, a used count and a lock (spec §2.2).
+
+    Slotted: the map and unmap paths read and write these fields on every call.
+    """
 
     index: int = 0
     used: int = 0
@@ -114,7 +118,7 @@ class IoTlbPool:
         self.dead = False  # set under every area lock when the pool leaves its allocator
         self.list_capped = list_capped
         self.name = name
-        self.list = bytearray(self._initial_list(0, nslabs))
+        self.list = self._initial_list(nslabs)
         self.view = memoryview(self.list)  # same bytes; slice stores through it are cheaper
         self.heads = bytearray(nslabs)  # 1 at the first slot of every live allocation
         self.head_orig_addr = [INVALID_PHYS_ADDR] * nslabs  # orig_addr of the first data slot
@@ -126,11 +130,17 @@ class IoTlbPool:
         for a, area in enumerate(self.areas):
             self._reset_index(a, area)
 
-    def _initial_list(self, lo: int, hi: int) -> list[int]:
-        seg = IO_TLB_SEGSIZE
-        if self.list_capped:
-            return [min(seg - (i % seg), self.nslabs - i) for i in range(lo, hi)]
-        return [seg - (i % seg) for i in range(lo, hi)]
+    def _initial_list(self, nslabs: int) -> bytearray:
+        """Every segment one free run: 128, 127, ..., 1, built from whole-segment byte copies.
+
+        A trailing partial segment of ``t`` slots counts down from 128 (the kernel before 6.7)
+        or, capped at the pool end, from ``t``.
+        """
+        full, tail = divmod(nslabs, IO_TLB_SEGSIZE)
+        lst = bytearray(_SEGMENT_RUN * full)
+        if tail:
+            lst += _SEGMENT_RUN[IO_TLB_SEGSIZE - tail :] if self.list_capped else _SEGMENT_RUN[:tail]
+        return lst
 
     def _reset_index(self, a: int, area: IoTlbArea) -> None:
         base = a * self.area_nslabs

@@ -194,7 +194,9 @@ def _next_segment(area: IoTlbArea, seg: int, last_seg: int, n: int) -> int:
     return -1
 
 
-def _progression_find(pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, n: int) -> int:
+def _progression_find(
+    lst: bytearray, area: IoTlbArea, base: int, nslabs: int, lo: int, hi: int, step: int, n: int
+) -> int:
     """First area index ``p`` in ``lo, lo+step, ... < hi`` with ``list[p] >= n``, or -1.
 
     Walks the segments that may hold a run of ``n`` (per the upper-bound index); in each,
@@ -202,10 +204,6 @@ def _progression_find(pool: IoTlbPool, area_index: int, lo: int, hi: int, step: 
     only if it is off the progression is the segment searched again with the stride.
     Segments found short of ``n`` get their bound lowered, so failures get cheaper.
     """
-    area = pool.areas[area_index]
-    nslabs = pool.area_nslabs
-    base = area_index * nslabs
-    lst = pool.list
     pat = _AT_LEAST[n]
     segub = area.segub
     last_seg = (hi - 1) >> _SEG_SHIFT
@@ -303,8 +301,26 @@ def fast_search(
         slot = base + first
         if pool.list[slot] >= n and ((shift + slot) & (window - 1)) + n <= window:
             return slot
+    return search_past_cursor(pool, area_index, n, q, residue, stride, shift, window)
+
+
+def search_past_cursor(
+    pool: IoTlbPool, area_index: int, n: int, q: int, residue: int, stride: int, shift: int, window: int
+) -> int:
+    """:func:`fast_search` after its quick reject and a first aligned probe that did not fit.
+
+    ``residue`` is the alignment residue in area indices (``0 <= residue < q``). The allocator
+    makes the quick reject and the first probe itself, then calls this directly.
+    """
+    if n > IO_TLB_SEGSIZE or n > window:
+        return -1  # no free run is that long, or every start crosses a window edge
+    area = pool.areas[area_index]
     if n > 1 and _AT_LEAST[n].search(area.blkub) is None:
         return -1  # no block of this area can hold a run of n
+    nslabs = pool.area_nslabs
+    base = area_index * nslabs
+    lst = pool.list
+    index = area.index
     step = q * -(-stride // q)  # distance between consecutive aligned probes
     checked = 0
     while checked < nslabs:
@@ -317,9 +333,12 @@ def fast_search(
         if checked >= nslabs:
             return -1
         hi = nslabs if checked <= first else first + nslabs - checked  # budget limit
-        p = _fit_in_progression(pool, area_index, first, hi, step, n, shift, window)
+        p = _progression_find(lst, area, base, nslabs, first, hi, step, n)
         if p >= 0:
-            return base + p
+            if n > 1 and ((shift + base + p) & (window - 1)) + n > window:
+                p = _fit_in_progression(lst, area, base, nslabs, p, hi, step, n, shift, window)
+            if p >= 0:
+                return base + p
         if hi < nslabs:
             return -1
         last = first + (nslabs - 1 - first) // step * step
@@ -374,13 +393,13 @@ def kernel_probes(nslabs: int, index: int, residue: int, q: int, stride: int, fo
 
 
 def _fit_in_progression(
-    pool: IoTlbPool, area_index: int, lo: int, hi: int, step: int, n: int, shift: int, window: int
+    lst: bytearray, area: IoTlbArea, base: int, nslabs: int, lo: int, hi: int, step: int, n: int,
+    shift: int, window: int,
 ) -> int:
     """First progression member with a long enough free run that crosses no window edge."""
-    base = area_index * pool.area_nslabs
     p = lo
     while True:
-        p = _progression_find(pool, area_index, p, hi, step, n)
+        p = _progression_find(lst, area, base, nslabs, p, hi, step, n)
         if p < 0 or n == 1:
             return p
         phase = (shift + base + p) & (window - 1)
