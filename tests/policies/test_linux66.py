@@ -182,3 +182,30 @@ def test_grown_pools_stay_below_the_allocator_phys_limit() -> None:
     assert grown is not m.pool and grown.end <= 1 << 32
     dma = nic.map_single(bufs[4], 8192, DmaDirection.TO_DEVICE)
     assert dma + 8192 <= 1 << 32
+
+
+def test_next_deadline_is_the_worker_and_footprint_counts_transient_pools() -> None:
+    policy, clock = setup(1024)
+    dev = Dev()
+    assert policy.next_deadline() is None
+    assert policy.footprint() == (1024 << IO_TLB_SHIFT, 0)
+    fill(policy, dev, 8)
+    r = policy.map(dev, 0x2_0000_0000, 5000)  # transient: 3 slots
+    assert isinstance(r, SlotMapping) and r.pool.transient
+    assert policy.next_deadline() == 1_000
+    assert policy.footprint() == ((1024 + 3) << IO_TLB_SHIFT, (1024 + 3) << IO_TLB_SHIFT)
+    clock.now = 1_000
+    policy.run_deferred()
+    assert policy.next_deadline() is None
+
+
+def test_the_environment_counts_page_allocations_by_order() -> None:
+    from collections import Counter
+
+    policy, clock = setup(1024)
+    steps: Counter[str] = Counter()
+    policy.env.steps = steps
+    fill(policy, Dev(), 8)
+    policy.map(Dev(), 0x2_0000_0000, 5000)  # a 3-slot transient pool: one order-1 allocation
+    assert steps == Counter({"page_alloc_order_1": 1})
+    assert policy.env.stats.page_allocs == 1 and policy.env.stats.page_alloc_pages == 2

@@ -200,7 +200,11 @@ def test_coco_atomic_release_is_deferred_to_process_context() -> None:
     assert enc.stats.encrypt_ops == e0 and enc.is_shared(buf.phys, 16)
     assert not policy.is_bounce_buffer(dev, buf.phys)
     assert policy.dyn_counters()["dyn_deferred_pending"] == 1 and policy.bytes_held == 65536
+    assert policy.next_deadline() == policy.env.now()  # the free is due at once
+    reserved, in_use = policy.footprint()
+    assert reserved == (policy.mem.nslabs << 11) + 65536 and in_use == 0  # held until freed
     assert policy.run_deferred() == 1 and policy.run_deferred() == 0
+    assert policy.next_deadline() is None
     assert enc.stats.encrypt_ops == e0 + 1 and not enc.is_shared(buf.phys)
     assert policy.bytes_held == 0 and OWNER not in policy.env.pages.bytes_by_owner()
 

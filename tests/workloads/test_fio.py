@@ -23,7 +23,7 @@ def probe_live(sim: FakeSim, period_ns: int, start_ns: int = 0) -> list[tuple[in
 def test_keeps_exactly_iodepth_times_jobs_in_flight() -> None:
     sim = FakeSim(end_ns=20 * MS, cpus=2, map_ns=700)
     sim.add(Fio("j", "d0", iodepth=4, jobs=3))
-    seen = probe_live(sim, 37_123, 1)
+    seen = probe_live(sim, 37_123, 3 * 700 + 1)  # after the paced fill (below)
     sim.run()
     assert {n for _, n in seen} == {12}
     assert sim.peak_live == 12
@@ -32,6 +32,18 @@ def test_keeps_exactly_iodepth_times_jobs_in_flight() -> None:
     assert abs(ios - 12 * 20 * MS // 10_700) <= 12
     assert len(sim.samples["j/latency_ns"]) == ios and set(sim.samples["j/latency_ns"]) == {10_700}
     assert sorted({c[5] for c in sim.of("map")}) == [0, 1]  # job j on CPU j % cpus
+
+
+def test_a_job_fills_its_queue_one_map_at_a_time() -> None:
+    """fio submits one I/O at a time: each next one when the CPU finished mapping the last."""
+    sim = FakeSim(end_ns=1 * MS, cpus=2, map_ns=700)
+    sim.add(Fio("j", "d0", iodepth=4, jobs=2))
+    sim.run()
+    first = {}
+    for _, t, _, _, _, cpu, _ in sim.of("map"):
+        first.setdefault(cpu, []).append(t)
+    assert first[0][:4] == [0, 700, 1400, 2100]
+    assert first[1][:4] == [0, 700, 1400, 2100]
 
 
 def test_fixed_cpu_and_completion_at_ready_plus_service() -> None:

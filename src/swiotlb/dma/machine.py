@@ -92,7 +92,8 @@ class Machine:
     on a Raspberry Pi 4); on arm64 the boot pool goes below that limit, as
     ``arm64_dma_phys_limit`` puts it. ``cma`` lists ``(start, size)`` CMA regions.
     ``count_steps`` makes the allocator, and every allocator the policy adds, count the
-    kernel's steps into ``machine.mem.steps``, which the simulator prices.
+    kernel's steps into ``machine.mem.steps``, which the simulator prices; the policy's page
+    allocations are counted there too (``page_alloc_order_<k>``).
     """
 
     def __init__(
@@ -178,6 +179,7 @@ class Machine:
             phys_limit=self._boot_limit if self._boot_limit is not None else U64_MASK,
             count_steps=count_steps,
         )
+        self.env.steps = mem.steps  # the policy's page allocations join the same tally
         self.policy: BouncePolicy = make_policy(config.policy, mem, self.env, **self._policy_options)
         self.dma = DmaDirect(self.memory, self.policy, self.events, clock=self.clock, coco=coco)
         self._devices: dict[str, Device] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,6 +59,126 @@ def vectors_check(paths: tuple[str, ...], profile: str | None, literal: bool, qu
     click.echo(f"{passed} passed, {failed} failed")
     if failed:
         sys.exit(1)
+
+
+# -- the simulator ---------------------------------------------------------------------------
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from swiotlb.workloads.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _scenarios(refs: tuple[str, ...]) -> list:  # type: ignore[type-arg]
+    from swiotlb.lab.compare import resolve
+    from swiotlb.workloads.scenario import ScenarioError
+
+    try:
+        return resolve(refs)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _policies(specs: list, policies: tuple[str, ...]) -> list:  # type: ignore[type-arg]
+    from swiotlb.lab.compare import plan
+    from swiotlb.workloads.scenario import ScenarioError
+
+    try:
+        return plan(specs, policies)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _console() -> Any:
+    """A rich console; when the output is not a terminal, wide enough for the tables."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+_POLICY = click.option("--policy", "-p", "policies", multiple=True,
+                       help="Run this policy (repeatable); default: the scenario's list (every policy).")
+_SEED = click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the scenario's seed.")
+_DURATION = click.option("--duration", callback=_duration, default=None,
+                         help="Override the scenario's duration (e.g. 500ms, 10s).")
+
+
+@main.command("scenarios")
+def scenarios_cmd() -> None:
+    """List the built-in scenarios: id, name, duration, what each checks."""
+    from rich.table import Table
+
+    from swiotlb.workloads.scenario import builtin_scenarios
+    from swiotlb.workloads.units import format_duration
+
+    table = Table(show_lines=True)
+    for col in ("id", "name", "duration", "checks"):
+        table.add_column(col)
+    for spec in builtin_scenarios():
+        table.add_row(spec.id or "", spec.name, format_duration(spec.duration_ns), spec.checks)
+    _console().print(table)
+
+
+@main.command("run")
+@click.argument("scenario")
+@_POLICY
+@_SEED
+@_DURATION
+@click.option("--json", "as_json", is_flag=True, help="Print the result records as JSON (one per policy).")
+def run_cmd(scenario: str, policies: tuple[str, ...], seed: int | None, duration: int | None, as_json: bool) -> None:
+    """Run SCENARIO (a built-in id or name, or a TOML file) under its policies."""
+    import json
+
+    from swiotlb.lab.compare import run_job, scenario_table
+
+    specs = _scenarios((scenario,))
+    jobs = _policies(specs, policies)
+    records = []
+    for job in jobs:
+        job = type(job)(job.scenario, job.policy, seed, duration)
+        records.append(run_job(job))
+    if as_json:
+        click.echo(json.dumps(records if len(records) > 1 else records[0], sort_keys=True, indent=1))
+        return
+    _console().print(scenario_table(specs[0].ref, specs[0].title, records))
+
+
+@main.command("compare")
+@click.argument("scenarios", nargs=-1)
+@_POLICY
+@_SEED
+@_DURATION
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Directory for results.json, results.parquet, timeseries.parquet.")
+@click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: CPUs, at most 8).")
+def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int | None, duration: int | None,
+                out: Path, workers: int | None) -> None:
+    """Run every built-in scenario (or those named) under every policy and compare them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from swiotlb.lab.compare import Job, default_workers, run_jobs, scenario_table, write_results
+
+    specs = _scenarios(scenarios)
+    jobs = [Job(j.scenario, j.policy, seed, duration) for j in _policies(specs, policies)]
+    console = _console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("simulating", total=len(jobs))
+
+        def done(job: Job, record: dict) -> None:  # type: ignore[type-arg]
+            progress.update(task, advance=1, description=f"{job.scenario.ref} {job.policy}")
+
+        records = run_jobs(jobs, workers=workers or default_workers(), progress=done)
+    for spec in specs:
+        mine = [r for r in records if r["scenario"] == spec.ref]
+        console.print(scenario_table(spec.ref, spec.title, mine))
+    paths = write_results(records, out)
+    console.print("results: " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -104,6 +104,7 @@ def replay_case(
             )
             exp = op["expect"]
             want_pad = exp.get("pad_slots")
+            got: tuple[int | None, int | None, int | None, int | None]
             if isinstance(res, SlotMapping):
                 live[op["id"]] = res
                 got = (res.tlb_addr, pool_index[id(res.pool)], res.index,

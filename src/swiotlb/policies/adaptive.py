@@ -322,7 +322,10 @@ class AdaptivePolicy(BouncePolicy):
             if due:
                 mem = zone.mem
                 if mem.total_used > self.knobs.high_watermark * mem.nslabs or not mem.pools:
-                    self._grow(zone, self._growth_slabs(zone))
+                    if self._grow(zone, self._growth_slabs(zone)) is not None and (
+                        mem.total_used > self.knobs.high_watermark * mem.nslabs
+                    ):
+                        self._schedule(zone)  # still above the watermark: keep growing
                 done += 1
         for zone in zones:
             done += zone.waiters.drain()

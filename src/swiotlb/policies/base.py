@@ -36,6 +36,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol, TypeAlias
 
+from swiotlb.core.constants import IO_TLB_SHIFT
 from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 
 PoolHandle: TypeAlias = "IoTlbPool | Any"
@@ -86,6 +87,9 @@ class BouncePolicy(ABC):
     """
 
     name: ClassVar[str]
+    allocates: ClassVar[bool] = True
+    """Whether the policy may allocate or convert memory after boot; a simulator skips the
+    bookkeeping of that work for a policy that never does (``static``)."""
 
     def __init__(self, mem: IoTlbMem) -> None:
         self.mem = mem
@@ -190,6 +194,11 @@ class BouncePolicy(ABC):
         """Run pending deferred work (e.g. a growth worker); returns how many items ran."""
         return 0
 
+    def next_deadline(self) -> int | None:
+        """When :meth:`run_deferred` next has work (ns on the policy's clock), or None if it has
+        none until something else happens. A simulator wakes the worker then, and only then."""
+        return None
+
     def defer(self, dev: PolicyDevice, retry: DeferredRetry) -> bool:
         """Queue a map refused as full, from a caller that may sleep, to be retried by
         :meth:`run_deferred` once room may exist. False: this policy never defers (the caller
@@ -204,6 +213,12 @@ class BouncePolicy(ABC):
     def counters(self) -> dict[str, int]:
         """The debugfs files (§5.7); empty when there is no pool, as the files do not exist."""
         return self.mem.counters() if self.mem.nslabs else {}
+
+    def footprint(self) -> tuple[int, int]:
+        """``(reserved, in_use)`` bytes of bounce memory: pools (transient ones included) and the
+        slots mapped in them. Policies with memory outside ``mem`` add it."""
+        mem = self.mem
+        return (mem.nslabs + mem.transient_nslabs) << IO_TLB_SHIFT, mem.total_used << IO_TLB_SHIFT
 
     def stats(self) -> dict[str, Any]:
         """Counters plus policy-specific figures, for reports and simulations."""

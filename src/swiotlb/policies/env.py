@@ -72,6 +72,8 @@ class EnvStats:
     bytes_allocated: int = 0
     atomic_pool_allocs: int = 0
     atomic_pool_failures: int = 0
+    page_allocs: int = 0  # allocations counted by count_page_alloc (buddy and contiguous)
+    page_alloc_pages: int = 0  # their sizes in pages, each rounded up to 2**order
     by_owner: Counter[str] = field(default_factory=Counter)
 
 
@@ -92,6 +94,7 @@ class PolicyEnv:
         self.coco = self.encryption.enabled
         self.clock: Callable[[], int] = clock or (lambda: 0)
         self.stats = EnvStats()
+        self.steps: Counter[str] | None = None  # a simulator's step tally (page_alloc_order_<k>)
         self._lock = threading.Lock()
         self._enc_lock = threading.Lock()  # MemoryEncryption keeps no lock of its own
         self.atomic_pool: AtomicPool | None = None
@@ -110,6 +113,17 @@ class PolicyEnv:
 
     def now(self) -> int:
         return self.clock()
+
+    def count_page_alloc(self, nbytes: int) -> None:
+        """Count one page allocation of ``nbytes``: in :attr:`stats` (count and ``2**order``
+        pages, the two terms a cost model prices) and, if tallied, in :attr:`steps` by order."""
+        order = _order(nbytes, self.page_size)
+        with self._lock:
+            self.stats.page_allocs += 1
+            self.stats.page_alloc_pages += 1 << order
+        steps = self.steps
+        if steps is not None:
+            steps[f"page_alloc_order_{order}"] += 1
 
     # -- bounce memory ---------------------------------------------------------------------
     def alloc_bounce(self, nbytes: int, *, limit: int | None, may_sleep: bool, owner: str) -> int | None:
@@ -143,6 +157,7 @@ class PolicyEnv:
             self.stats.pages_allocated += 1
             self.stats.bytes_allocated += nbytes
             self.stats.by_owner[owner] += nbytes
+        self.count_page_alloc(nbytes)
         if self.coco:
             with self._enc_lock:
                 self.encryption.set_decrypted(phys, -(-nbytes // self.page_size), may_sleep=may_sleep)

@@ -174,6 +174,7 @@ class LendingPolicy(BouncePolicy):
             phys = pages.alloc_contig(
                 self.chunk_bytes, limit=top, gfp=GFP_KERNEL | Gfp.NOWARN, owner=OWNER, cma_only=True
             )
+            self.env.count_page_alloc(self.chunk_bytes)
             self.counts["migrated_pages"] += pages.stats.migrated_pages - migrated
             self.counts["migration_cost_ns"] += pages.stats.migration_cost_ns - cost
             if phys is not None and not self.region_start <= phys < self.region_end:
@@ -237,6 +238,9 @@ class LendingPolicy(BouncePolicy):
             if len(self._chunks) > self.min_chunks and self._idle:
                 times.append(min(self._idle.values()) + self.idle_ns)
         return min(times, default=None)
+
+    def next_deadline(self) -> int | None:
+        return self.next_due
 
     # -- the slot path ---------------------------------------------------------------------
     def search(

@@ -204,6 +204,9 @@ class Linux66Policy(BouncePolicy):
         """When the scheduled growth worker runs (ns on the environment's clock), if pending."""
         return self._work_due
 
+    def next_deadline(self) -> int | None:
+        return self._work_due
+
     # -- release and lookups ---------------------------------------------------------------
     def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
         if pool is None:
@@ -232,11 +235,6 @@ class Linux66Policy(BouncePolicy):
         return None
 
     # -- observation -----------------------------------------------------------------------
-    def footprint(self) -> tuple[int, int]:
-        """``(reserved, in_use)`` bytes of bounce memory, transient pools included."""
-        reserved = (self.mem.nslabs + self.mem.transient_nslabs) << IO_TLB_SHIFT
-        return reserved, self.mem.total_used << IO_TLB_SHIFT
-
     def stats(self) -> dict[str, Any]:
         reserved, in_use = self.footprint()
         enc = self.env.encryption.stats

@@ -154,6 +154,15 @@ class RfcV1Policy(BouncePolicy):
         """Process context: encrypt and free the buffers released atomically; returns how many."""
         return self.dyn.run_deferred()
 
+    def next_deadline(self) -> int | None:
+        """Now, while atomically released buffers wait to be encrypted and freed."""
+        return self.env.now() if self.dyn.deferred_pending else None
+
+    def footprint(self) -> tuple[int, int]:
+        """The boot pool's slots plus the per-mapping buffers (held until freed, in use while mapped)."""
+        reserved, in_use = super().footprint()
+        return reserved + self.dyn.bytes_held, in_use + self.dyn.live_bytes
+
     # -- lookups and copies ----------------------------------------------------------------
     def find_pool(self, dev: PolicyDevice, paddr: int) -> PoolHandle | None:
         """``is_swiotlb_buffer`` of the RFC: the fixed range, or a lookup hit."""

@@ -16,6 +16,7 @@ class StaticPolicy(BouncePolicy):
     """A pass-through to :class:`~swiotlb.core.IoTlbMem` with no fallback on failure."""
 
     name: ClassVar[str] = "static"
+    allocates: ClassVar[bool] = False
 
     def __init__(self, mem: IoTlbMem, env: object | None = None) -> None:
         if mem.dynamic:

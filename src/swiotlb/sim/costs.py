@@ -65,7 +65,9 @@ field                     default    source / calibration note
                                      ``PageAllocator(migrate_cost_ns_per_page=2_000)``; assumption,
                                      sweep it.
 ``worker_wakeup_ns``      10_000     assumption, sweep it: ``schedule_work`` to the kworker running
-                                     (tens of µs on an idle VM).
+                                     (tens of µs on an idle VM). The simulator also passes it as
+                                     every policy's ``worker_delay_ns`` knob unless the scenario
+                                     sets that knob, so all designs wait the same.
 ========================  =========  ===============================================================
 """
 

@@ -128,8 +128,9 @@ class Fio:
         depth = [self.iodepth]  # the current depth per job, changed at burst boundaries
         idle: list[bool] = []  # per lane: not running an I/O (declined at its last chance)
         issues: list[Callable[[], None]] = []
+        cpu_free = [0] * self.jobs  # per job: when its CPU finishes the last map it submitted
 
-        def make_lane(k: int, idx: int, cpu: int) -> Callable[[], None]:
+        def make_lane(k: int, idx: int, cpu: int, job: int) -> Callable[[], None]:
             m: Any = None
             t0 = size = svc = 0
             d = DmaDirection.FROM_DEVICE
@@ -155,6 +156,7 @@ class Fio:
                         at(t, attempt)
                 elif r is not pending:
                     m = r
+                    cpu_free[job] = r.ready_ns
                     at(r.ready_ns + svc, complete)
 
             def mapped(r: Any) -> None:
@@ -167,6 +169,7 @@ class Fio:
                         at(t, attempt)
                 else:
                     m = r
+                    cpu_free[job] = max(cpu_free[job], r.ready_ns)
                     at(r.ready_ns + svc, complete)
 
             def complete() -> None:
@@ -188,16 +191,27 @@ class Fio:
             cpu = self.cpu if self.cpu is not None else j % sim.cpus
             for i in range(lanes_per_job):
                 idle.append(True)
-                issues.append(make_lane(len(issues), i, cpu))
+                issues.append(make_lane(len(issues), i, cpu, j))
+
+        def fill(j: int, k: int) -> None:
+            """Start job ``j``'s idle lanes from lane ``k`` on, one at a time: like fio
+            (``iodepth_batch_submit=1``), a job submits its next I/O once the CPU has finished
+            mapping the previous one, so a queue fills over the maps' modelled CPU time."""
+            last = j * lanes_per_job + min(depth[0], lanes_per_job)
+            while k < last:
+                lane = k
+                k += 1
+                if idle[lane]:
+                    idle[lane] = False
+                    issues[lane]()
+                    if cpu_free[j] > engine.now and k < last:
+                        at(cpu_free[j], lambda: fill(j, k))
+                        return
 
         def wake() -> None:
             """Start every idle lane below the current depth (at the start and burst starts)."""
             for j in range(self.jobs):
-                base = j * lanes_per_job
-                for k in range(base, base + min(depth[0], lanes_per_job)):
-                    if idle[k]:
-                        idle[k] = False
-                        issues[k]()
+                fill(j, j * lanes_per_job)
 
         if not bursty:
             at(self.start_ns, wake)

@@ -1,0 +1,218 @@
+"""``swiotlb compare``: every scenario under every policy, side by side.
+
+Runs are independent and deterministic, so they fan out over worker processes and the results do
+not depend on how many there are. Each run gives the record of
+:meth:`swiotlb.sim.simulation.Simulation.result`; a run a policy cannot do (``lending`` on a
+machine without a bounce pool to lend from) gives a record with ``skipped`` and the reason.
+
+Outputs under ``--out DIR``: ``results.json`` (every record, canonical JSON),
+``results.parquet`` (one row per run, the scalar metrics flattened: ``failures_full``,
+``map_ns_p99``, ``steps_slot_probe``, ...) and ``timeseries.parquet`` (scenario, policy,
+``t_ns``, ``reserved_bytes``, ``in_use_bytes`` on each run's grid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swiotlb.lab.runner import check_policy, run_scenario
+from swiotlb.policies.config import ConfigError
+from swiotlb.workloads.scenario import ScenarioSpec, builtin_scenarios, find_scenario, load_scenario
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("failures", "failed"),
+    ("deferred", "deferred"),
+    ("peak_footprint_bytes", "peak fp"),
+    ("avg_footprint_bytes", "avg fp"),
+    ("hiwater_slots", "hiwater"),
+    ("map_ns_p50", "map ns p50"),
+    ("map_ns_p99", "map ns p99"),
+    ("lock_wait_ns_total", "lock wait ns"),
+    ("decrypt_ops", "decrypt"),
+    ("encrypt_ops", "encrypt"),
+    ("pools_created", "pools+"),
+    ("pools_freed", "pools-"),
+    ("oom_events", "OOM"),
+)
+"""The table's metric columns (a flattened key, a heading); lower is better in every one.
+"fp" is the bounce footprint: bytes reserved for bouncing."""
+
+SIZE_COLUMNS = frozenset({"peak_footprint_bytes", "avg_footprint_bytes"})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to do: a scenario, a policy, overrides. It crosses to worker processes as the
+    scenario's ``source`` (``builtin:S4`` or a file path), which the worker loads again."""
+
+    scenario: ScenarioSpec
+    policy: str
+    seed: int | None = None
+    duration_ns: int | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_job_from_source, (self.scenario.source, self.policy, self.seed, self.duration_ns))
+
+
+def _job_from_source(source: str, policy: str, seed: int | None, duration_ns: int | None) -> Job:
+    spec = find_scenario(source.removeprefix("builtin:")) if source.startswith("builtin:") else load_scenario(source)
+    return Job(spec, policy, seed, duration_ns)
+
+
+def resolve(refs: Sequence[str]) -> list[ScenarioSpec]:
+    """The scenarios named (ids, names or TOML paths), or every built-in when none are."""
+    return [find_scenario(r) for r in refs] if refs else builtin_scenarios()
+
+
+def plan(specs: Iterable[ScenarioSpec], policies: Sequence[str] = (), *, seed: int | None = None,
+         duration_ns: int | None = None) -> list[Job]:
+    """Every (scenario, policy) run: the policies given, else each scenario's own list."""
+    jobs = []
+    for spec in specs:
+        for policy in policies or spec.policies:
+            jobs.append(Job(spec, check_policy(spec, policy), seed, duration_ns))
+    return jobs
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """One run's record; a policy this machine cannot have gives a ``skipped`` record."""
+    try:
+        return run_scenario(job.scenario, job.policy, seed=job.seed, duration_ns=job.duration_ns)
+    except ConfigError as exc:
+        spec = job.scenario
+        return {"scenario": spec.ref, "policy": job.policy, "seed": job.seed if job.seed is not None else spec.seed,
+                "skipped": str(exc)}
+
+
+def run_jobs(jobs: Sequence[Job], *, workers: int = 1,
+             progress: Callable[[Job, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``jobs`` (in ``workers`` processes when > 1); records come back in ``jobs`` order."""
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = run_job(job)
+            if progress:
+                progress(job, results[i])  # type: ignore[arg-type]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                if progress:
+                    progress(jobs[i], results[i])  # type: ignore[arg-type]
+    return [r for r in results if r is not None]
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+# -- flattening and files ---------------------------------------------------------------------
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """The scalar metrics of a record as one flat row (nested keys joined with ``_``)."""
+    row: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in ("time_series", "series", "counters", "policy_stats"):
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if not isinstance(v, (dict, list)):
+                    row[f"{key}_{sub}"] = v
+        elif not isinstance(value, list):
+            row[key] = value
+    if "failures_full" in row:
+        row["failures"] = sum(row[f"failures_{c}"] for c in ("full", "too_large", "unaddressable", "no_memory"))
+    return row
+
+
+def write_results(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """``results.json``, ``results.parquet`` and ``timeseries.parquet`` under ``out``."""
+    import polars as pl
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "results.json", out / "results.parquet", out / "timeseries.parquet"]
+    paths[0].write_text(json.dumps(list(records), sort_keys=True, indent=1) + "\n")
+    rows = [flatten(r) for r in records]
+    keys = sorted({k for r in rows for k in r})
+    table = pl.DataFrame([{k: r.get(k) for k in keys} for r in rows], infer_schema_length=None)
+    table.write_parquet(paths[1], compression="zstd")
+    series = []
+    for r in records:
+        ts = r.get("time_series")
+        if ts:
+            n = len(ts["t_ns"])
+            series.append(pl.DataFrame({
+                "scenario": [r["scenario"]] * n, "policy": [r["policy"]] * n, "t_ns": ts["t_ns"],
+                "reserved_bytes": ts["reserved_bytes"], "in_use_bytes": ts["in_use_bytes"],
+            }, schema={"scenario": pl.String, "policy": pl.String, "t_ns": pl.Int64,
+                       "reserved_bytes": pl.Int64, "in_use_bytes": pl.Int64}))
+    frame = pl.concat(series) if series else pl.DataFrame(
+        schema={"scenario": pl.String, "policy": pl.String, "t_ns": pl.Int64,
+                "reserved_bytes": pl.Int64, "in_use_bytes": pl.Int64})
+    frame.write_parquet(paths[2], compression="zstd")
+    return paths
+
+
+# -- the terminal table -----------------------------------------------------------------------
+def format_bytes(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"
+
+
+def table_rows(records: Sequence[dict[str, Any]]) -> list[tuple[str, str | None, list[tuple[str, bool]]]]:
+    """``(policy, skipped reason or None, [(cell text, is the column's best), ...])`` per record.
+
+    Lower is better in every column; a column where all runs agree marks no best.
+    """
+    rows = [flatten(r) for r in records]
+    live = [r for r in rows if "skipped" not in r]
+    out: list[tuple[str, str | None, list[tuple[str, bool]]]] = []
+    for row in rows:
+        if "skipped" in row:
+            out.append((row["policy"], str(row["skipped"]), []))
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            v = row.get(key)
+            values = {r[key] for r in live if r.get(key) is not None}
+            text = "-" if v is None else format_bytes(v) if key in SIZE_COLUMNS else f"{v:,}"
+            cells.append((text, v is not None and len(values) > 1 and v == min(values)))
+        out.append((row["policy"], None, cells))
+    return out
+
+
+def scenario_table(spec_ref: str, title: str, records: Sequence[dict[str, Any]]) -> Any:
+    """A rich Table: one row per policy, the :data:`COLUMNS`, each column's best in bold green
+    with a star."""
+    from rich.table import Table
+
+    table = Table(title=f"{spec_ref}: {title}", title_justify="left")
+    table.add_column("policy")
+    for _, heading in COLUMNS:
+        table.add_column(heading, justify="right")
+    for policy, skipped, cells in table_rows(records):
+        if skipped is not None:
+            table.add_row(policy, f"[dim]skipped: {skipped}[/dim]", *[""] * (len(COLUMNS) - 1))
+        else:
+            table.add_row(policy, *[f"[bold green]*{t}[/bold green]" if b else t for t, b in cells])
+    return table
+
+
+def markdown_table(records: Sequence[dict[str, Any]]) -> str:
+    """The same table in Markdown (for docs/results.md); each column's best in bold."""
+    lines = ["| policy | " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+    for policy, skipped, cells in table_rows(records):
+        if skipped is not None:
+            lines.append(f"| {policy} | skipped: {skipped} |" + " |" * (len(COLUMNS) - 1))
+        else:
+            lines.append(f"| {policy} | " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,567 @@
+"""The simulator (issue 4): workloads drive a bounce policy over simulated time and every step is
+measured.
+
+A :class:`Simulation` builds a :class:`~swiotlb.dma.Machine` from a
+:class:`~swiotlb.sim.spec.MachineSpec` (the boot pool sized as the kernel would, spec §1), adds the
+devices, and lets workloads map and unmap buffers through the machine's policy at the times the
+:class:`~swiotlb.sim.engine.Engine` gives them. It works at the policy level — the same calls
+:mod:`swiotlb.dma.direct` makes (``policy.map``/``policy.release``, the bounce decision of spec
+§4.4, the reach check of §4.3) — but moves no bytes: a simulated run of millions of maps counts
+the bytes a copy would move instead of copying them.
+
+What a map costs is *counted, then priced*: the allocator counts its steps (slots probed and
+marked, free-run fix-ups, locks, pools walked; ``IoTlbMem(count_steps=...)``), the policy's
+environment counts page allocations, and memory encryption counts conversions. The
+:class:`~swiotlb.sim.costs.CostModel` prices the difference each call made. Raw counts are in every
+result, so two designs can be compared without trusting any price.
+
+Modelled contention: each area of the allocator is a spinlock held for the priced slot work of
+a map or unmap. A call that finds its area busy waits until it is free; the wait is measured
+(``lock_wait_ns_total``) and delays the mapping's ``ready_ns``. The copy runs after the lock is
+dropped, as in ``swiotlb_tbl_map_single``.
+
+Deferred work (the growth worker of Linux 6.6, adaptive's worker, deferred frees) runs when the
+policy's :meth:`~swiotlb.policies.BouncePolicy.next_deadline` says, but never sooner than one
+worker wake-up latency after the need arose. Deferred maps (``then=``) complete by callback.
+
+Everything is deterministic: one seed, integer nanoseconds, no wall clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter, mul
+from typing import Any
+
+from swiotlb.core import MapFailure, MapRefused
+from swiotlb.dma import Machine
+from swiotlb.dma.device import Device
+from swiotlb.dma.errors import DoubleUnmapError
+from swiotlb.dma.types import DmaAttrs, DmaDirection
+from swiotlb.policies import policy_class
+from swiotlb.policies.base import PoolHandle
+from swiotlb.policies.config import knob_defaults
+from swiotlb.sim.costs import CostModel
+from swiotlb.sim.engine import Engine, Event
+from swiotlb.sim.metrics import RunMetrics, Samples, StepGauge
+from swiotlb.sim.rng import RngStreams
+from swiotlb.sim.spec import DeviceSpec, MachineSpec
+
+__all__ = ["PENDING", "SimMapping", "Simulation", "SimulationError"]
+
+TO_DEVICE = DmaDirection.TO_DEVICE
+FROM_DEVICE = DmaDirection.FROM_DEVICE
+_SKIP = int(DmaAttrs.SKIP_CPU_SYNC)
+_MAY_SLEEP = int(DmaAttrs.MAY_SLEEP)
+LOW_RESERVED = 1 << 20  # the machine keeps the first MiB for firmware; no CPU buffer lives there
+
+CORE_STEPS: tuple[str, ...] = ("slot_probe", "slot_mark", "list_fixup", "lock_acquire", "pool_walk")
+"""The allocator's step counts that are priced per call (the slot work under the area lock)."""
+
+
+class _Pending:
+    """The type of :data:`PENDING`."""
+
+    _instance: _Pending | None = None
+
+    def __new__(cls) -> _Pending:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+PENDING = _Pending()
+"""What :meth:`Simulation.map` returns when it deferred the map; ``then`` gets the outcome later."""
+
+
+class SimulationError(RuntimeError):
+    """A misuse of the simulator (a bad argument, an unmap of a mapping that is not live)."""
+
+
+class SimMapping:
+    """A live (or finished) mapping of the simulation.
+
+    ``ready_ns`` is when the map completed on its CPU: the time of the call plus the lock wait
+    and the modelled CPU cost. ``dma_addr`` is the bounce address, or the buffer's own address
+    for a direct mapping (``bounced`` False).
+    """
+
+    __slots__ = ("device", "size", "direction", "dma_addr", "bounced", "ready_ns", "cpu", "phys", "attrs",
+                 "map_ns", "live", "_dev", "_pool")
+
+    def __init__(
+        self, device: str, size: int, direction: DmaDirection, dma_addr: int, bounced: bool, ready_ns: int,
+        cpu: int, phys: int, attrs: int, map_ns: int, dev: Device, pool: PoolHandle | None,
+    ) -> None:
+        self.device = device
+        self.size = size
+        self.direction = direction
+        self.dma_addr = dma_addr
+        self.bounced = bounced
+        self.ready_ns = ready_ns
+        self.cpu = cpu
+        self.phys = phys
+        self.attrs = attrs
+        self.map_ns = map_ns
+        self.live = True
+        self._dev = dev
+        self._pool = pool
+
+    def __repr__(self) -> str:
+        how = "bounced" if self.bounced else "direct"
+        return (f"SimMapping({self.device}, {self.size} bytes {self.direction.name}, {how} at "
+                f"{self.dma_addr:#x}, ready {self.ready_ns} ns{'' if self.live else ', unmapped'})")
+
+
+class Simulation:
+    """One run: a machine, its devices, a policy, workloads, and the metrics of issue 4, §4.
+
+    ``policy_options`` are the policy's knobs; ``costs`` the prices (default
+    :class:`~swiotlb.sim.costs.CostModel`). ``grid_step_ns`` sets the time-series grid of the
+    result (default: 100 points over the run). ``scenario`` names the run in its result.
+    """
+
+    def __init__(
+        self,
+        machine: MachineSpec,
+        devices: Iterable[DeviceSpec],
+        *,
+        policy: str = "static",
+        policy_options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        duration_ns: int,
+        costs: CostModel | None = None,
+        grid_step_ns: int | None = None,
+        scenario: str = "custom",
+    ) -> None:
+        if type(duration_ns) is not int or duration_ns <= 0:
+            raise SimulationError(f"duration_ns must be a positive int, got {duration_ns!r}")
+        if type(seed) is not int or seed < 0:
+            raise SimulationError(f"seed must be an int >= 0, got {seed!r}")
+        self.spec = machine
+        self.policy_name = policy
+        self.seed = seed
+        self.end_ns = duration_ns
+        self.scenario = scenario
+        self.grid_step_ns = grid_step_ns
+        self.costs = costs if costs is not None else CostModel()
+        self.engine = Engine()
+        self.streams = RngStreams(seed)
+        engine = self.engine
+        options = dict(policy_options or {})
+        if "worker_delay_ns" in knob_defaults(policy_class(policy)):
+            # one wake-up latency for every design: the cost model's, unless the scenario sets it
+            options.setdefault("worker_delay_ns", self.costs.worker_wakeup_ns)
+        self.machine = Machine(
+            ram=machine.ram, cpus=machine.cpus, page_size=machine.page_size, coco=machine.coco,
+            profile=machine.profile, cmdline=machine.cmdline, arch=machine.arch, clock=lambda: engine.now,
+            policy=policy, policy_options=options, zone_dma_bits=machine.zone_dma_bits,
+            cma=machine.cma, count_steps=True,
+        )
+        self.policy = self.machine.policy
+        self.cpus = machine.cpus
+        self.metrics = RunMetrics()
+        self.counters: Counter[str] = Counter()
+        self.series: dict[str, Samples] = {}
+        self.workloads: list[Any] = []
+        self._specs: dict[str, DeviceSpec] = {}
+        self._devs: dict[str, Device] = {}
+        for spec in devices:
+            if spec.name in self._specs:
+                raise SimulationError(f"device {spec.name!r} is listed twice")
+            self._specs[spec.name] = spec
+            self._devs[spec.name] = self.machine.add_device(
+                spec.name, dma_mask=spec.dma_mask, bus_dma_limit=spec.bus_dma_limit,
+                min_align_mask=spec.min_align_mask, seg_boundary_mask=spec.seg_boundary_mask,
+                coherent=spec.coherent,
+            )
+        # -- accounting state -------------------------------------------------------------
+        steps = self.machine.mem.steps
+        assert steps is not None  # count_steps=True
+        for key in (*CORE_STEPS, "copy_byte"):
+            steps.setdefault(key, 0)  # present keys keep Counter lookups on the C path
+        self._steps = steps
+        self._steps_at_start = Counter(steps)
+        c = self.costs
+        self._prices = tuple(getattr(c, f"{k}_ns") for k in CORE_STEPS)
+        self._core_counts = itemgetter(*CORE_STEPS)
+        self._tracks_memory = self.policy.allocates
+        env = self.machine.env
+        self._env_stats = env.stats
+        self._enc_stats = self.machine.encryption.stats
+        self._page_stats = self.machine.pages.stats
+        self._memory_at_start = self._memory_sig()
+        self._enc_at_start = (self._enc_stats.decrypt_ops, self._enc_stats.encrypt_ops)
+        self._oom_at_start = self._page_stats.oom_events
+        mem = self.policy.mem
+        nareas = mem.pools[-1].nareas if mem.pools else (mem.default_nareas or 1)
+        self._area_mask = (1 << (max(nareas, 1).bit_length() - 1)) - 1
+        self._busy_until = [0] * (self._area_mask + 1)
+        self._holder = [-1] * (self._area_mask + 1)
+        self._random = self.streams.substream("sim/phys").random
+        self._ram = machine.ram
+        self._page = machine.page_size
+        self._always_copy = mem.profile.always_copy_on_map
+        self._inflight = StepGauge()
+        self._inflight_bytes = 0
+        self._wake_event: Event | None = None
+        self._wake_at = 0
+        self.worker_ns = 0
+        self.worker_runs = 0
+        self.unmaps = 0
+        self._ran = False
+        self._result: dict[str, Any] | None = None
+        self._update_footprint()
+
+    # -- the workloads' API -----------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self.engine.now
+
+    @property
+    def pages(self) -> Any:
+        """The machine's page allocator (background memory load allocates from it)."""
+        return self.machine.pages
+
+    def rng(self, name: str) -> Any:
+        """An independent random stream derived from the seed and ``name``."""
+        return self.streams.substream(name)
+
+    def device(self, name: str) -> DeviceSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise KeyError(f"no device {name!r}; known: {', '.join(sorted(self._specs)) or 'none'}") from None
+
+    def observe(self, key: str, value: int) -> None:
+        """Record a sample of the series ``key`` (latencies, queue depths)."""
+        s = self.series.get(key)
+        if s is None:
+            s = self.series[key] = Samples()
+        s.add(value)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counters[key] += n
+
+    def add(self, workload: Any) -> Simulation:
+        """Add a workload; its ``start(sim)`` runs at time 0 when :meth:`run` begins."""
+        if self._ran:
+            raise SimulationError("cannot add a workload to a simulation that has run")
+        names = {getattr(w, "name", None) for w in self.workloads}
+        name = getattr(workload, "name", None)
+        if name in names:
+            raise SimulationError(f"two workloads are named {name!r}")
+        self.workloads.append(workload)
+        return self
+
+    # -- map ------------------------------------------------------------------------------
+    def _pick_phys(self, size: int, offset: int) -> int:
+        """A seeded page-aligned CPU buffer address in RAM (above the firmware MiB), plus ``offset``."""
+        page = self._page
+        first = LOW_RESERVED // page
+        span = (self._ram - size - offset) // page - first + 1
+        if span <= 0:
+            raise SimulationError(f"a {size}-byte buffer does not fit in {self._ram} bytes of RAM")
+        return (first + int(self._random() * span)) * page + offset
+
+    def map(
+        self,
+        device: str,
+        size: int,
+        direction: DmaDirection,
+        *,
+        cpu: int = 0,
+        may_sleep: bool = False,
+        offset: int = 0,
+        phys: int | None = None,
+        attrs: int = 0,
+        then: Callable[[SimMapping | None], object] | None = None,
+    ) -> SimMapping | None | _Pending:
+        """Map ``size`` bytes for ``device``: a :class:`SimMapping`, None on failure (counted by
+        cause), or :data:`PENDING` when ``then`` was given, the caller may sleep, and the policy
+        deferred the map; ``then`` later receives the mapping or None."""
+        dev = self._devs.get(device)
+        if dev is None:
+            self.device(device)  # raises, naming the known devices
+        assert dev is not None
+        if type(size) is not int or size <= 0:
+            raise SimulationError(f"{device}: map size must be a positive int, got {size!r}")
+        if type(cpu) is not int or not 0 <= cpu < self.cpus:
+            raise SimulationError(f"{device}: cpu {cpu!r} is not one of the machine's {self.cpus} CPUs")
+        if direction not in (TO_DEVICE, FROM_DEVICE, DmaDirection.BIDIRECTIONAL):
+            raise SimulationError(f"{device}: map direction must be TO_DEVICE, FROM_DEVICE or BIDIRECTIONAL, "
+                                  f"got {direction!r}")
+        if phys is None:
+            phys = self._pick_phys(size, offset)
+        elif phys < 0 or phys + size > self._ram:
+            raise SimulationError(f"{device}: buffer [{phys:#x}, {phys + size:#x}) is outside RAM")
+        policy = self.policy
+        now = self.engine.now
+        metrics = self.metrics
+        if not policy.force_bounce(dev) and phys + size - 1 <= dev.dma_limit:
+            metrics.map_attempt(0)
+            return SimMapping(device, size, direction, phys, False, now, cpu, phys, attrs, 0, dev, None)
+        if not policy.is_active(dev):
+            metrics.map_attempt(0, 0, "unaddressable")
+            return None
+        may = may_sleep or bool(attrs & _MAY_SLEEP)
+        if then is not None and may and policy.deferred_waiting(dev):
+            if self._defer(dev, phys, size, direction, cpu, attrs, then, 0, 0):
+                return PENDING  # FIFO: behind the maps already waiting, without trying
+        m, cause, cost, wait = self._attempt(dev, phys, size, direction, cpu, may, attrs)
+        if cause == "full" and then is not None and may:
+            if self._defer(dev, phys, size, direction, cpu, attrs, then, cost, wait):
+                self._after_call()
+                return PENDING
+        metrics.map_attempt(cost, wait, cause)
+        self._after_call()
+        return m
+
+    def _attempt(
+        self, dev: Device, phys: int, size: int, d: DmaDirection, cpu: int, may_sleep: bool, attrs: int
+    ) -> tuple[SimMapping | None, str | None, int, int]:
+        """One try at a bounce: ``(mapping, failure cause, cpu ns, lock wait ns)``; counts steps and
+        bytes, but no attempt (the caller decides whether this try was the map's last)."""
+        steps = self._steps
+        before = self._priced()
+        mem_before = self._memory_sig() if self._tracks_memory else None
+        r = self.policy.map(dev, phys, size, 0, cpu=cpu, may_sleep=may_sleep, attrs=attrs)
+        hold = self._priced() - before
+        extra = 0
+        memory_refused = False
+        if mem_before is not None:
+            mem_after = self._memory_sig()
+            if mem_after != mem_before:
+                extra, memory_refused = self._memory_cost(mem_before, mem_after)
+        now = self.engine.now
+        wait = self._lock(cpu, now, hold)
+        cost = hold + extra
+        if isinstance(r, MapRefused):
+            cause = _cause(r.cause)
+            if memory_refused and cause == "full":
+                cause = "no_memory"
+            return None, cause, cost, wait
+        tlb = r.tlb_addr
+        if tlb + size - 1 > dev.dma_limit:  # §4.3: the bounce buffer itself is out of reach
+            self.policy.release(dev, tlb, r.pool)
+            return None, "unaddressable", cost, wait
+        if self._always_copy or (d is not FROM_DEVICE and not attrs & _SKIP):
+            steps["copy_byte"] += size
+            self.metrics.bytes_copied += size
+            cost += self.costs.copy_ns(size)
+        self._inflight_bytes += size
+        self._inflight.set(now, self._inflight_bytes)
+        m = SimMapping(dev.name, size, d, tlb, True, now + wait + cost, cpu, phys, attrs, cost, dev, r.pool)
+        return m, None, cost, wait
+
+    def _priced(self) -> int:
+        """The slot work counted so far, priced: compared before and after a call."""
+        return sum(map(mul, self._core_counts(self._steps), self._prices))
+
+    def _lock(self, cpu: int, now: int, hold: int) -> int:
+        """The area spinlock of ``cpu``: wait for another CPU's hold to end, hold it ``hold`` ns;
+        returns the wait. A CPU never waits for itself: its own calls are sequential work."""
+        busy = self._busy_until
+        area = cpu & self._area_mask
+        free_at = busy[area]
+        wait = free_at - now if free_at > now and self._holder[area] != cpu else 0
+        busy[area] = now + wait + hold
+        self._holder[area] = cpu
+        return wait
+
+    def _memory_sig(self) -> tuple[int, int, int, int, int, int, int]:
+        """Monotone counters of memory work a policy does: page allocations (count, pages),
+        refused allocations, pages made shared, pages made private, conversion calls, pages migrated."""
+        env, enc, pages = self._env_stats, self._enc_stats, self._page_stats
+        return (
+            env.page_allocs, env.page_alloc_pages,
+            env.pages_failed + env.atomic_pool_failures + pages.contig_failures,
+            enc.decrypted_pages, enc.encrypted_pages, enc.decrypt_ops + enc.encrypt_ops,
+            pages.migrated_pages,
+        )
+
+    def _memory_cost(self, before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, bool]:
+        """Priced memory work between two :meth:`_memory_sig` readings, and whether an
+        allocation was refused in between."""
+        c = self.costs
+        d = [a - b for a, b in zip(after, before)]
+        ns = (d[0] * c.page_alloc_base_ns + d[1] * c.page_alloc_page_ns + d[3] * c.decrypt_page_ns
+              + d[4] * c.encrypt_page_ns + d[5] * c.conversion_call_ns + d[6] * c.migrate_page_ns)
+        return ns, d[2] > 0
+
+    def _defer(
+        self, dev: Device, phys: int, size: int, d: DmaDirection, cpu: int, attrs: int,
+        then: Callable[[SimMapping | None], object], first_cost: int, first_wait: int,
+    ) -> bool:
+        """Hand the map to the policy's FIFO; False when the policy never defers."""
+        submitted = self.engine.now
+
+        def retry() -> bool:
+            m, cause, cost, wait = self._attempt(dev, phys, size, d, cpu, True, attrs)
+            if cause == "full":
+                return False
+            now = self.engine.now
+            self.metrics.map_attempt(first_cost + cost, first_wait + wait, cause)
+            self.metrics.deferral_wait(now - submitted)
+            self.engine.at(now, lambda: then(m))  # not from inside the policy's worker
+            return True
+
+        if not self.policy.defer(dev, retry):
+            return False
+        self.metrics.deferred_map()
+        return True
+
+    # -- unmap ----------------------------------------------------------------------------
+    def unmap(self, m: SimMapping, *, cpu: int | None = None) -> None:
+        """Unmap ``m``: copy back what the device wrote (by direction), release its slots."""
+        if not m.live:
+            raise DoubleUnmapError(f"{m.device}: unmap of {m.dma_addr:#x}, which is already unmapped",
+                                   device=m.device, dma_addr=m.dma_addr)
+        m.live = False
+        self.unmaps += 1
+        if not m.bounced:
+            return
+        c = m.cpu if cpu is None else cpu
+        steps = self._steps
+        before = self._priced()
+        mem_before = self._memory_sig() if self._tracks_memory else None
+        if m.direction is not TO_DEVICE and not m.attrs & _SKIP:
+            steps["copy_byte"] += m.size
+            self.metrics.bytes_copied += m.size
+        try:
+            self.policy.release(m._dev, m.dma_addr, m._pool)
+        except BaseException:
+            m.live = True  # the slots are still held: keep the mapping live
+            raise
+        hold = self._priced() - before
+        if mem_before is not None:
+            mem_after = self._memory_sig()
+            if mem_after != mem_before:
+                self._memory_cost(mem_before, mem_after)
+        now = self.engine.now
+        self.metrics.lock_wait_ns_total += self._lock(c, now, hold)
+        self._inflight_bytes -= m.size
+        self._inflight.set(now, self._inflight_bytes)
+        self._after_call()
+
+    # -- deferred work --------------------------------------------------------------------
+    def _after_call(self) -> None:
+        self._update_footprint()
+        deadline = self.policy.next_deadline()
+        if deadline is not None:
+            self._schedule_worker(deadline)
+
+    def _update_footprint(self) -> None:
+        reserved, in_use = self.policy.footprint()
+        fp = self.metrics.footprint
+        if reserved != fp.reserved.value:
+            fp.reserved.set(self.engine.now, reserved)
+        if in_use != fp.in_use.value:
+            fp.in_use.set(self.engine.now, in_use)
+
+    def _schedule_worker(self, deadline: int) -> None:
+        """Wake the policy's worker at ``deadline``; work due now waits one wake-up latency
+        (a policy's own timers already include it: see ``worker_delay_ns`` above)."""
+        now = self.engine.now
+        t = deadline if deadline > now else now + self.costs.worker_wakeup_ns
+        ev = self._wake_event
+        if ev is not None and Engine.is_pending(ev):
+            if self._wake_at <= t:
+                return
+            self.engine.cancel(ev)
+        if t >= self.end_ns:
+            self._wake_event = None
+            return
+        self._wake_at = t
+        self._wake_event = self.engine.at(t, self._wake)
+
+    def _wake(self) -> None:
+        self._wake_event = None
+        steps = self._steps
+        before = self._priced()
+        mem_before = self._memory_sig()
+        ran = self.policy.run_deferred()
+        steps["worker_wakeup"] += 1
+        self.worker_runs += 1
+        ns, _ = self._memory_cost(mem_before, self._memory_sig())
+        self.worker_ns += self.costs.worker_wakeup_ns + self._priced() - before + ns
+        self._update_footprint()
+        deadline = self.policy.next_deadline()
+        if deadline is not None and (ran or deadline > self.engine.now):
+            self._schedule_worker(deadline)
+
+    # -- running --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Start every workload at time 0, run until ``end_ns``, and return the result
+        (:meth:`RunMetrics.to_json` plus the extras listed in :meth:`result`)."""
+        if self._ran:
+            raise SimulationError("a simulation runs once; build a new one to run again")
+        self._ran = True
+        for w in self.workloads:
+            w.start(self)
+        self.engine.run(until_ns=self.end_ns)
+        return self.result()
+
+    def result(self) -> dict[str, Any]:
+        """The run's record. Beyond the schema of :meth:`RunMetrics.to_json`: ``steps`` are the
+        raw step counts of the run (boot excluded); ``peak_inflight_bytes`` and
+        ``avg_inflight_bytes`` are the bytes workloads had mapped through bounce buffers (the
+        true need, independent of the policy); ``worker_ns`` and ``worker_runs`` the deferred
+        work; ``counters`` and ``series`` (nearest-rank summaries) what workloads recorded;
+        ``policy_stats`` the policy's own integer figures; ``events`` the engine's event count;
+        ``unmaps`` the unmaps done (``maps`` counts attempts)."""
+        if self._result is not None:
+            return self._result
+        m = self.metrics
+        counters = self.policy.counters()
+        m.observe_used_slots(counters.get("io_tlb_used_hiwater", 0))
+        start = self._memory_at_start
+        end = self._memory_sig()
+        enc = self._enc_stats
+        delta = Counter({k: v - self._steps_at_start.get(k, 0) for k, v in self._steps.items()})
+        delta["decrypt_page"] += end[3] - start[3]
+        delta["encrypt_page"] += end[4] - start[4]
+        delta["conversion_call"] += end[5] - start[5]
+        delta["migrate_page"] += end[6] - start[6]
+        m.steps = Counter({k: v for k, v in delta.items() if v})
+        stats = self.policy.stats()
+        m.decrypt_ops = enc.decrypt_ops - self._enc_at_start[0]
+        m.encrypt_ops = enc.encrypt_ops - self._enc_at_start[1]
+        m.pools_created = sum(int(stats.get(k, 0)) for k in _CREATED)
+        m.pools_freed = sum(int(stats.get(k, 0)) for k in _FREED)
+        m.oom_events = self._page_stats.oom_events - self._oom_at_start
+        doc = m.to_json(self.scenario, self.policy_name, self.seed, self.end_ns, grid_step_ns=self.grid_step_ns)
+        infl = self._inflight
+        doc["peak_inflight_bytes"] = infl.peak
+        doc["avg_inflight_bytes"] = infl.average_int(self.end_ns)
+        doc["unmaps"] = self.unmaps
+        doc["worker_ns"] = self.worker_ns
+        doc["worker_runs"] = self.worker_runs
+        doc["events"] = self.engine.events
+        doc["counters"] = dict(sorted(self.counters.items()))
+        doc["series"] = {k: self.series[k].summary() for k in sorted(self.series)}
+        doc["policy_stats"] = {k: v for k, v in sorted(stats.items()) if type(v) is int}
+        self._result = doc
+        return doc
+
+
+_CREATED = ("pools_created", "transient_created", "chunks_claimed", "dyn_created")
+_FREED = ("pools_freed", "transient_freed", "chunks_returned", "dyn_freed")
+
+_CAUSES = {
+    MapFailure.FULL: "full",
+    MapFailure.TOO_LARGE: "too_large",
+    MapFailure.NO_POOL: "unaddressable",
+    MapFailure.INVALID_SIZES: "too_large",
+}
+
+
+def _cause(failure: MapFailure) -> str:
+    return _CAUSES[failure]
