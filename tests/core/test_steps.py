@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, SlotMapping
+from swiotlb.core.allocator import Tally
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SIZE, is_span_boundary
 from swiotlb.core.profiles import V5_15, V6_6, V6_12, KernelProfile, SearchMasks
 from swiotlb.core.search import (
@@ -239,6 +240,25 @@ def test_counting_is_off_by_default() -> None:
     mem = IoTlbMem([IoTlbPool(0x8000_0000, 1024, 1)])
     assert mem.steps is None
     assert isinstance(mem.tbl_map_single(DeviceParams(), 0x1000, 4096), SlotMapping)
+
+
+def test_steps_are_a_counter_with_dicts_stores() -> None:
+    """``steps`` is a :class:`Tally`: a Counter in every way but deleting a missing key, whose
+    item stores take dict's C slot (``Counter.__delitem__`` would route them through Python)."""
+    mem = IoTlbMem([IoTlbPool(0x8000_0000, 1024, 1)], count_steps=True)
+    steps = mem.steps
+    assert isinstance(steps, Tally) and isinstance(steps, Counter)
+    assert Tally.__dict__["__delitem__"] is dict.__delitem__
+    assert steps["never_counted"] == 0 and "never_counted" not in steps
+    steps["copy_byte"] += 4096
+    assert isinstance(mem.tbl_map_single(DeviceParams(), 0x1000, 4096), SlotMapping)
+    assert steps == Counter(copy_byte=4096, pool_walk=1, lock_acquire=1, area_search=1, slot_probe=1, slot_mark=2)
+    total = steps + Counter(copy_byte=1)
+    assert type(total) is Counter and total["copy_byte"] == 4097
+    del steps["copy_byte"]
+    assert "copy_byte" not in steps
+    shared = IoTlbMem([IoTlbPool(0x9000_0000, 1024, 1)], count_steps=steps)
+    assert shared.steps is steps  # a given Counter is counted into as it is
 
 
 def test_slow_profiles_count_their_loop() -> None:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from swiotlb.lab.cli import main
-from swiotlb.lab.compare import Job, flatten, markdown_table, plan, resolve, run_jobs, table_rows, write_results
+from swiotlb.lab.compare import Job, adaptive_checks, checks_markdown, flatten, markdown_table, plan, resolve, run_jobs, table_rows, write_results
 from swiotlb.workloads.scenario import builtin_scenarios
 
 SMALL = """
@@ -94,8 +94,11 @@ def test_scenarios_lists_the_builtins() -> None:
 
 def test_compare_writes_json_and_parquet(small: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["compare", str(small), "--out", str(out), "-j", "1"])
+    result = CliRunner().invoke(main, ["compare", str(small), "--out", str(out), "-j", "1",
+                                       "--markdown", str(tmp_path / "r.md")])
     assert result.exit_code == 0, result.output
+    md = (tmp_path / "r.md").read_text()
+    assert md.startswith("### tiny-disk: a small pool") and "| static |" in md and "| adaptive |" in md
     records = json.loads((out / "results.json").read_text())
     assert [r["policy"] for r in records] == ["static", "adaptive"]
     table = pl.read_parquet(out / "results.parquet")
@@ -129,3 +132,20 @@ def test_every_builtin_runs_briefly_under_every_policy() -> None:
             assert "skipped" in record or record["end_ns"] == 5_000_000, (spec.ref, job.policy)
             row = flatten(record)
             assert "skipped" in row or row["failures"] >= 0
+
+
+def record(policy: str, avg: int, inflight: int, decrypts: int, full: int = 0) -> dict[str, object]:
+    return {"scenario": "S9", "policy": policy, "avg_footprint_bytes": avg, "peak_inflight_bytes": inflight,
+            "decrypt_ops": decrypts, "failures": {"full": full, "too_large": 0, "unaddressable": 0, "no_memory": 0}}
+
+
+def test_adaptive_checks_compare_with_linux66_and_the_true_need() -> None:
+    [c] = adaptive_checks([record("linux-6.6", 64 << 20, 10 << 20, 0, full=5),
+                           record("adaptive", 15 << 20, 12 << 20, 2)])
+    assert c["inflight_peak_bytes"] == 12 << 20  # the most any run had in flight
+    assert c["zero_failures"] and c["within_1_5x_need"] and c["within_half_linux66"]
+    assert not c["decrypts_at_most_linux66"]
+    md = checks_markdown([c])
+    assert "| S9 | 0 | 15.0 MiB | 12.0 MiB | yes |" in md and "**NO**" in md
+    [c] = adaptive_checks([record("linux-6.6", 20 << 20, 10 << 20, 0), record("adaptive", 16 << 20, 10 << 20, 0)])
+    assert not c["within_1_5x_need"] and not c["within_half_linux66"] and c["decrypts_at_most_linux66"]

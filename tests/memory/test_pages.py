@@ -310,3 +310,17 @@ def test_random_operations_keep_every_map_consistent(script: list[tuple[int, int
         lru.free(q)
     assert pa.free_bytes() == 16 * MIB
     pa.check()
+
+
+def test_memory_reserved_at_boot_can_be_freed_once() -> None:
+    from swiotlb.memory import PageError
+
+    pages = PageAllocator(ZoneLayout.x86_64(1 << 30), reserved=[(0x2000_0000, 1 << 20)])
+    free0 = pages.free_bytes()
+    pages.free_reserved(0x2000_0000, 1 << 20)
+    assert pages.free_bytes() == free0 + (1 << 20) and pages.page_kind(0x2000_0000) == "free"
+    pages.check()
+    with pytest.raises(PageError, match="0x20000000 is free memory, not reserved"):
+        pages.free_reserved(0x2000_0000, 1 << 20)
+    with pytest.raises(ValueError, match="not page-aligned"):
+        pages.free_reserved(0x2000_0001, 4096)

@@ -77,7 +77,7 @@ def test_an_atomic_caller_never_does_sleeping_work() -> None:
 
 
 def test_idle_pools_are_freed_after_the_hysteresis_and_not_before() -> None:
-    policy, clock = setup(1024, coco=True)
+    policy, clock = setup(1024, coco=True, min_grow_slabs=1024)
     dev = Dev()
     maps = [policy.map(dev, 0x1_0000_0000 + (i << 20), 256 << 10) for i in range(7)]
     clock.now = 1_000
@@ -429,3 +429,66 @@ def test_hiwater_is_the_peak_of_the_sum_over_zones() -> None:
     rb = policy.map(b, 0x1_0000_0000, 64 << 10)  # 32 slots in the 32-bit zone, later
     assert isinstance(rb, SlotMapping)
     assert policy.counters()["io_tlb_used_hiwater"] == 32  # never 64 slots at once
+
+
+def test_a_quiet_zone_gives_back_its_boot_pool_and_lives_on_transient_pools() -> None:
+    """S6: a window of idle_ns whose peak use stayed at or below small_demand_slabs frees every
+    empty pool, the boot pool included; rare maps then get exact-size transient pools, no worker
+    runs, and nothing grows until demand returns."""
+    policy, clock = setup(512, idle_ns=10 * SECOND, coco=True)
+    policy.env.encryption.set_decrypted(0x4000_0000, 256, may_sleep=True)  # as the machine boots it
+    pages, dev = policy.env.pages, Dev()
+    free0 = pages.free_bytes()
+    m = policy.map(dev, 0x1_0000_0000, 4096)
+    assert isinstance(m, SlotMapping)
+    policy.release(dev, m.tlb_addr, m.pool)
+    assert policy.next_deadline() == 10 * SECOND  # the end of the demand window
+    clock.now = 10 * SECOND
+    enc0 = policy.env.encryption.stats.encrypt_ops
+    assert policy.run_deferred() == 1
+    assert policy.mem.nslabs == 0 and policy.footprint() == (0, 0)
+    assert pages.free_bytes() == free0 + (512 << IO_TLB_SHIFT)  # the reserved boot memory is free
+    assert policy.env.encryption.stats.encrypt_ops == enc0 + 1  # private again before it is freed
+    r = policy.map(dev, 0x1_0000_2000, 212)
+    assert isinstance(r, SlotMapping) and r.pool.transient and r.pool.nslabs == 1  # exact size
+    assert policy.next_deadline() is None and policy.counts["worker_scheduled"] == 0
+    policy.release(dev, r.tlb_addr, r.pool)
+    assert policy.footprint() == (0, 0)
+
+
+def test_demand_coming_back_to_a_quiet_zone_grows_it_again() -> None:
+    policy, clock = setup(512, idle_ns=10 * SECOND)
+    dev = Dev()
+    clock.now = 10 * SECOND
+    policy.run_deferred()
+    assert policy.mem.nslabs == 0
+    held = [policy.map(dev, 0x1_0000_0000 + (i << 20), 65536) for i in range(3)]  # 96 slots > 64
+    assert all(isinstance(m, SlotMapping) and m.pool.transient for m in held)
+    assert policy.counts["worker_scheduled"] == 1  # the window's peak passed small_demand_slabs
+    clock.now += 1_000
+    policy.run_deferred()
+    assert policy.mem.nslabs == 1024 and policy.counts["pools_created"] == 1
+
+
+def test_a_busy_zone_keeps_its_pools_at_the_end_of_a_window() -> None:
+    policy, clock = setup(512, idle_ns=10 * SECOND)
+    dev = Dev()
+    held = [policy.map(dev, 0x1_0000_0000 + (i << 20), 65536) for i in range(3)]  # 96 slots
+    for m in held:
+        assert isinstance(m, SlotMapping)
+        policy.release(dev, m.tlb_addr, m.pool)
+    clock.now = 10 * SECOND
+    policy.run_deferred()
+    assert policy.mem.nslabs == 512  # the window peaked at 96 slots: not quiet
+    assert policy.next_deadline() == 20 * SECOND  # a new window began
+
+
+@pytest.mark.parametrize(("ram", "coco", "slabs"), [
+    (8 * GIB, False, 1024), (2 * GIB, True, 1024), (8 * GIB, True, 4096), (64 * GIB, True, 32768),
+    (256 * GIB, True, 32768),
+])
+def test_the_smallest_growth_scales_with_ram_only_in_a_confidential_guest(ram: int, coco: bool, slabs: int) -> None:
+    """Each growth in a CoCo guest costs a conversion: bigger guests grow in bigger steps."""
+    policy, _ = setup(1024, coco=coco, ram=ram)
+    assert policy.min_grow_slabs == slabs
+    assert setup(1024, coco=coco, ram=ram, min_grow_slabs=2048)[0].min_grow_slabs == 2048

@@ -142,6 +142,42 @@ def test_gauge_against_brute_force() -> None:
     assert g.grid(13, 1000) == [(u, per_ns[u]) for u in range(0, 1001, 13)]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_gauge_with_same_nanosecond_undos_against_brute_force(seed: int) -> None:
+    """The simulator's pattern: several calls per nanosecond, often undoing each other (an
+    unmap and the next map). Every reading, mid-run too, must match the per-ns final values;
+    the change points are the nanoseconds whose final value differs from the one before."""
+    rnd = random.Random(seed)
+    start = rnd.choice((0, 7))
+    g = StepGauge(start_ns=start, value=3)
+    per_ns = [3] * 301  # index u - start
+    peak = 3
+    t = start
+    for _ in range(400):
+        t += rnd.choice((0, 0, 0, 1, 3))
+        if t > start + 300:
+            break
+        v = g.value + rnd.choice((-1, 1, 0)) * rnd.choice((1, 2)) if rnd.random() < 0.8 else 3
+        g.set(t, v)
+        peak = max(peak, v)
+        for u in range(t, start + 301):
+            per_ns[u - start] = v
+        now = [per_ns[u - start] for u in range(start, t + 1)]  # what is known at t
+        assert g.value == v and g.peak == peak
+        assert g.value_at(t) == v and g.value_at(start) == now[0]
+        assert g.integral(t + 5) == sum(now) + 4 * v  # [start, t + 5): the value holds after t
+        flips = [u for u in range(start + 1, t + 1) if now[u - start] != now[u - start - 1]]
+        assert g.changes == 1 + len(flips)
+        assert g.last_ns == (flips[-1] if flips else start)
+    end = start + 300
+    assert g.integral(end) == sum(per_ns[:300])
+    assert g.integral(end - 50, start_ns=start + 40) == sum(per_ns[40:250])
+    assert all(g.value_at(u) == per_ns[u - start] for u in range(start, end + 1))
+    assert g.grid(7, end) == [(u, per_ns[u - start]) for u in range(-(-start // 7) * 7, end + 1, 7)]
+    with pytest.raises(ValueError, match="back in time"):
+        g.set(start - 1, 0)
+
+
 def test_footprint_updates_either_gauge() -> None:
     f = Footprint()
     f.set(0, reserved=1 << 20)

@@ -224,3 +224,58 @@ def test_footprint_time_series_on_a_grid() -> None:
     assert ts["t_ns"] == list(range(0, 20 * MS + 1, MS))
     assert ts["reserved_bytes"][0] == 1 << 20 and max(ts["reserved_bytes"]) > 1 << 20
     assert ts["in_use_bytes"][0] == 0 and max(ts["in_use_bytes"]) > 0
+
+
+# -- pricing ------------------------------------------------------------------------------------
+def checked(s: Simulation) -> Simulation:
+    """``s`` with the policy's map and release wrapped to check the invariant that prices a call
+    with one reading: the slot work priced so far equals the simulator's running total whenever
+    the policy is entered (so a call's hold is its own work only)."""
+    policy_map, policy_release = s._policy_map, s._policy_release
+
+    def map_(*a: Any, **kw: Any) -> Any:
+        assert s._work == s._priced()
+        return policy_map(*a, **kw)
+
+    def release(*a: Any, **kw: Any) -> Any:
+        assert s._work == s._priced()
+        return policy_release(*a, **kw)
+
+    s._policy_map, s._policy_release = map_, release  # type: ignore[method-assign]
+    return s
+
+
+@pytest.mark.parametrize("case", ["deferrals", "worker", "unaddressable", "full"])
+def test_each_call_is_priced_from_the_work_it_adds(case: str) -> None:
+    if case == "deferrals":  # retries run inside the worker, after its own slot work
+        s = sim(policy="adaptive", policy_options={"max_total_slabs": 1024, "initial_slabs": 512, "transient": False})
+        s.add(Fio("j", "vda", bs=((131072, 1),), iodepth=16, jobs=2, may_sleep=True, defer=True))
+    elif case == "worker":
+        s = sim({"cmdline": "swiotlb=512,force"}, policy="linux-6.6", policy_options={"transient": False})
+        s.add(Poisson("p", "vda", rate_per_s=200_000.0, bs=((65536, 1),), hold_ns=2 * MS))
+    elif case == "unaddressable":  # the slots are given back unpriced
+        s = sim(devices=(DeviceSpec("isa", dma_bits=24), DISK))
+        s.add(Fio("j", "vda", iodepth=4))
+        s.engine.at(MS, lambda: s.map("isa", 4096, TO, phys=512 << 20))
+    else:
+        s = sim({"cmdline": "swiotlb=1024,force"})
+        s.add(Fio("j", "vda", bs=((262144, 1),), iodepth=32, jobs=2, requeue_ns=200 * US))
+    r = checked(s).run()
+    assert s._work == s._priced() and r["maps"] > 100
+    assert {"deferrals": r["deferred"], "worker": r["worker_runs"], "full": r["failures"]["full"],
+            "unaddressable": r["failures"]["unaddressable"]}[case] > 0  # the path was taken
+
+
+def test_map_ns_is_the_slot_work_plus_the_copy() -> None:
+    """Priced by hand: the steps one map adds, at the cost model's prices, plus its copy."""
+    costs = CostModel()
+    s = sim(costs=costs)
+    for size in (4096, 65536, 4096):
+        before = dict(s._steps)
+        m = s.map("vda", size, TO, cpu=1)
+        assert isinstance(m, SimMapping)
+        added = {k: s._steps[k] - before.get(k, 0) for k in ("slot_probe", "slot_mark", "list_fixup",
+                                                             "lock_acquire", "pool_walk")}
+        assert added["slot_mark"] == size // 2048 and added["lock_acquire"] == 1
+        slot_work = sum(n * getattr(costs, f"{k}_ns") for k, n in added.items())
+        assert m.map_ns == slot_work + costs.copy_ns(size)

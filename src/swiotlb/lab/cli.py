@@ -156,8 +156,10 @@ def run_cmd(scenario: str, policies: tuple[str, ...], seed: int | None, duration
               show_default=True, help="Directory for results.json, results.parquet, timeseries.parquet.")
 @click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: CPUs, at most 8).")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the tables and the adaptive design's checks as Markdown to this file.")
 def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int | None, duration: int | None,
-                out: Path, workers: int | None) -> None:
+                out: Path, workers: int | None, markdown: Path | None) -> None:
     """Run every built-in scenario (or those named) under every policy and compare them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -178,6 +180,11 @@ def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int
         mine = [r for r in records if r["scenario"] == spec.ref]
         console.print(scenario_table(spec.ref, spec.title, mine))
     paths = write_results(records, out)
+    if markdown is not None:
+        from swiotlb.lab.compare import results_markdown
+
+        markdown.write_text(results_markdown(specs, records))
+        paths.append(markdown)
     console.print("results: " + ", ".join(str(p) for p in paths))
 
 

@@ -216,3 +216,71 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
         else:
             lines.append(f"| {policy} | " + " | ".join(f"**{t}**" if b else t for t, b in cells) + " |")
     return "\n".join(lines)
+
+
+# -- the adaptive design's checks (issue 4, §6) ------------------------------------------------
+CHECKED_SCENARIOS = ("S1", "S4", "S6", "S12")
+"""Where issue 4, §6 requires the checks of :func:`adaptive_checks` to hold."""
+
+
+def adaptive_checks(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario with an ``adaptive`` and a ``linux-6.6`` run: the four §6 checks.
+
+    ``need`` is the scenario's true in-flight peak: the most bytes any policy's run had mapped
+    through bounce buffers at once (a policy that fails maps sees less, never more).
+    """
+    out = []
+    by = {(r["scenario"], r["policy"]): r for r in records if "skipped" not in r}
+    for scenario in dict.fromkeys(r["scenario"] for r in records):
+        ada, lin = by.get((scenario, "adaptive")), by.get((scenario, "linux-6.6"))
+        if ada is None or lin is None:
+            continue
+        need = max(r["peak_inflight_bytes"] for (s, _), r in by.items() if s == scenario)
+        avg = ada["avg_footprint_bytes"]
+        out.append({
+            "scenario": scenario,
+            "failures": sum(ada["failures"].values()),
+            "avg_footprint_bytes": avg,
+            "inflight_peak_bytes": need,
+            "linux66_avg_footprint_bytes": lin["avg_footprint_bytes"],
+            "decrypt_ops": ada["decrypt_ops"],
+            "linux66_decrypt_ops": lin["decrypt_ops"],
+            "zero_failures": sum(ada["failures"].values()) == 0,
+            "within_1_5x_need": 2 * avg <= 3 * need,
+            "within_half_linux66": 2 * avg <= lin["avg_footprint_bytes"],
+            "decrypts_at_most_linux66": ada["decrypt_ops"] <= lin["decrypt_ops"],
+        })
+    return out
+
+
+def checks_markdown(checks: Sequence[dict[str, Any]]) -> str:
+    """:func:`adaptive_checks` as a Markdown table (yes/NO per check)."""
+    def yn(ok: bool) -> str:
+        return "yes" if ok else "**NO**"
+
+    lines = ["| scenario | failures | avg footprint | in-flight peak | ≤ 1.5× peak | linux-6.6 avg | ≤ ½ linux-6.6 "
+             "| decrypts | linux-6.6 decrypts | ≤ linux-6.6 |", "|" + "---|" * 10]
+    for c in checks:
+        lines.append(
+            f"| {c['scenario']} | {c['failures']:,} | {format_bytes(c['avg_footprint_bytes'])} | "
+            f"{format_bytes(c['inflight_peak_bytes'])} | {yn(c['within_1_5x_need'])} | "
+            f"{format_bytes(c['linux66_avg_footprint_bytes'])} | {yn(c['within_half_linux66'])} | "
+            f"{c['decrypt_ops']:,} | {c['linux66_decrypt_ops']:,} | {yn(c['decrypts_at_most_linux66'])} |")
+    return "\n".join(lines)
+
+
+def results_markdown(specs: Sequence[ScenarioSpec], records: Sequence[dict[str, Any]]) -> str:
+    """Every scenario's table, then the adaptive checks: what ``--markdown`` writes."""
+    parts = []
+    for spec in specs:
+        mine = [r for r in records if r["scenario"] == spec.ref]
+        if mine:
+            parts.append(f"### {spec.ref}: {spec.title}\n\n{markdown_table(mine)}\n")
+    checks = adaptive_checks(records)
+    required = [c for c in checks if c["scenario"] in CHECKED_SCENARIOS]
+    others = [c for c in checks if c["scenario"] not in CHECKED_SCENARIOS]
+    if required:
+        parts.append("### adaptive against the checks of issue 4, §6\n\n" + checks_markdown(required) + "\n")
+    if others:
+        parts.append("### the same checks on the other scenarios (not required)\n\n" + checks_markdown(others) + "\n")
+    return "\n".join(parts)

@@ -492,6 +492,26 @@ class PageAllocator:
         self.stats.migration_cost_ns += n * self.migrate_cost_ns_per_page
         return self._hooks[self._owner_names[oid]], head << self.page_shift, dst << self.page_shift, order
 
+    def free_reserved(self, start: int, size: int) -> None:
+        """Give a range reserved at boot to the buddy allocator (``free_reserved_area``): how a
+        boot-time bounce pool's memory returns when it is no longer wanted. Every page must
+        be reserved; the error names the first that is not."""
+        if size <= 0 or start < 0 or start % self.page_size or size % self.page_size:
+            raise ValueError(f"reserved range [{start:#x}, +{size:#x}) is empty or not page-aligned")
+        lo, hi = start >> self.page_shift, (start + size) >> self.page_shift
+        with self._lock:
+            if hi > self.end_pfn:
+                raise PageError(f"[{start:#x}, {start + size:#x}) extends past the end of RAM")
+            for pfn in range(lo, hi):
+                if self._kind[pfn] != RESERVED:
+                    raise PageError(f"{pfn << self.page_shift:#x} is {_KIND_NAMES[self._kind[pfn] & ~CMA_BIT]} "
+                                    "memory, not reserved at boot")
+            for area in self._main:
+                a, b = max(lo, area.zone.start_pfn), min(hi, area.zone.end_pfn)
+                if a < b:
+                    area.buddy.release_range(a, b - a)
+                    self._set_kind(a, b - a, area.tag | FREE)
+
     def _reserve(self, start: int, size: int) -> None:
         if size <= 0 or start < 0:
             raise ValueError(f"reserved range [{start:#x}, +{size:#x}) is empty or negative")

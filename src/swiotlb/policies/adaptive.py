@@ -19,7 +19,13 @@ Each rule answers a documented weakness of the Linux designs (scenarios.md §2.1
   gets its own zone, whose pools lie below its limit. A 64-bit device filling its pools never
   starves a 30-bit one.
 * **Start small.** The boot pool is ``initial_slabs`` slots (1 MiB by default), not 64 MiB.
-  This is what frees the embedded board's memory (S6).
+* **Keep nothing for tiny demand.** A zone whose use stayed at or below
+  ``small_demand_slabs`` (128 KiB) for a whole ``idle_ns`` window gives back every empty
+  pool, the boot pool too, and serves its rare maps with exact-size transient pools (a page
+  allocation each). It grows a standing pool again as soon as a window's use passes the
+  threshold. This is what frees the embedded board's memory (S6: 8 KiB on average, not 1 MiB).
+* **Big steps where steps cost.** In a confidential guest every growth is a conversion, so the
+  smallest growth scales with RAM (RAM / 1024, 2-64 MiB); elsewhere it is 2 MiB.
 * **A buffer of its own for what slots cannot hold.** A mapping larger than
   ``max_mapping_size`` (the Raspberry Pi 4's 8-34 MiB dma-buf frames, S4) gets one contiguous
   buffer below the device's limit, as RFC v1 does (:class:`~swiotlb.policies.buffers.DedicatedBuffers`).
@@ -70,13 +76,20 @@ class AdaptiveKnobs:
     initial_slabs: int = IO_TLB_MIN_SLABS  # boot pool: 1 MiB, the kernel's minimum pool
     high_watermark: float = 0.75  # grow when a zone is 3/4 used: headroom for a burst
     growth_factor: float = 1.0  # each growth adds this times the zone's reserved slots
-    min_grow_slabs: int = 1024  # at least 2 MiB per growth: fewer, larger pools (fewer decrypts)
+    # At least this much per growth. None: 2 MiB, but in a confidential guest RAM / 1024
+    # clamped to [2 MiB, 64 MiB] (arm64's default-pool rule): every growth there costs a
+    # conversion, so a 64 GiB guest grows in fewer, larger steps (S1: 3 conversions, not 7).
+    min_grow_slabs: int | None = None
     max_grow_slabs: int = 32768  # at most 64 MiB per growth (one contiguous allocation)
     max_total_slabs: int = 524288  # never more than 1 GiB per zone (the CoCo cap)
     worker_delay_ns: int = 100_000  # from schedule_work to the worker running (assumed)
     idle_ns: int = 30_000_000_000  # free pools idle this long (Hyper-V: 30 s)
     min_keep_slabs: int = IO_TLB_MIN_SLABS  # each zone keeps at least 1 MiB
     transient: bool = True  # atomic callers may fall back to an exact-size transient pool
+    # A zone whose use never passed this many slots during a whole idle_ns window keeps no
+    # standing pool: it frees its empty pools (the boot pool too) and serves its rare maps
+    # with exact-size transient pools, one page allocation each (S6's idle board). 0: off.
+    small_demand_slabs: int = 64
     # Mappings above max_mapping_size get a contiguous buffer of their own (S4); off = refused
     # as too large, as every slot design does.
     large_buffers: bool = True
@@ -88,10 +101,14 @@ class AdaptiveKnobs:
             raise ValueError(f"growth_factor={self.growth_factor}: must be positive")
         for name in ("initial_slabs", "min_grow_slabs", "max_grow_slabs", "max_total_slabs", "min_keep_slabs"):
             value = getattr(self, name)
+            if value is None:
+                continue
             if value < IO_TLB_SEGSIZE or value % IO_TLB_SEGSIZE:
                 raise ValueError(f"{name}={value}: must be a positive multiple of {IO_TLB_SEGSIZE} slots")
-        if self.min_grow_slabs > self.max_grow_slabs:
+        if self.min_grow_slabs is not None and self.min_grow_slabs > self.max_grow_slabs:
             raise ValueError(f"min_grow_slabs={self.min_grow_slabs} exceeds max_grow_slabs={self.max_grow_slabs}")
+        if self.small_demand_slabs < 0:
+            raise ValueError(f"small_demand_slabs={self.small_demand_slabs}: must not be negative")
         if self.idle_ns < 0 or self.worker_delay_ns < 0:
             raise ValueError("idle_ns and worker_delay_ns must not be negative")
 
@@ -110,6 +127,12 @@ class BounceZone:
     work_due: int | None = None
     idle_since: dict[int, int] = field(default_factory=dict)  # id(pool) -> ns it went idle
     transient: dict[str, list[IoTlbPool]] = field(default_factory=lambda: defaultdict(list))
+    window_start: int = 0  # the demand window: when it began ...
+    window_peak: int = 0  # ... and the most slots in use (transient ones included) since
+
+    def quiet(self, small_demand_slabs: int) -> bool:
+        """Has this window's demand stayed small enough to need no standing pool?"""
+        return small_demand_slabs > 0 and self.window_peak <= small_demand_slabs
 
     @property
     def reserved_slabs(self) -> int:
@@ -133,6 +156,12 @@ class AdaptivePolicy(BouncePolicy):
         self._lock = threading.RLock()
         self.counts: dict[str, int] = defaultdict(int)
         self.top_of_ram = env.pages.total_bytes - 1
+        if self.knobs.min_grow_slabs is not None:
+            self.min_grow_slabs = self.knobs.min_grow_slabs
+        else:
+            by_ram = (env.pages.total_bytes >> 10 >> IO_TLB_SHIFT) // IO_TLB_SEGSIZE * IO_TLB_SEGSIZE
+            grow = min(max(by_ram, 1024), 32768) if env.coco else 1024
+            self.min_grow_slabs = min(grow, self.knobs.max_grow_slabs)
         default = self._setup_zone(mem, limit=None if mem.phys_limit >= self.top_of_ram else mem.phys_limit)
         self._zones: dict[int | None, BounceZone] = {None: default}
         self._zone_of_pool: dict[int, BounceZone] = {id(p): default for p in mem.pools}
@@ -154,7 +183,8 @@ class AdaptivePolicy(BouncePolicy):
     def _setup_zone(self, mem: IoTlbMem, limit: int | None) -> BounceZone:
         mem.dynamic = True
         mem.can_grow = True
-        zone = BounceZone(limit, mem, DeferralQueue(self.env.now))
+        mem.serve_without_pools = self.knobs.small_demand_slabs > 0  # transient pools only, when quiet
+        zone = BounceZone(limit, mem, DeferralQueue(self.env.now), window_start=self.env.now())
         mem.on_exhausted = lambda dev, orig, size, align, cpu: self._exhausted(zone, dev, orig, size, align, cpu)
         return zone
 
@@ -217,7 +247,8 @@ class AdaptivePolicy(BouncePolicy):
     ) -> SlotMapping | MapRefused:
         zone = self._zone_for(dev)
         mem = zone.mem
-        if not mem.nslabs:  # a zone whose first pool could not be had yet
+        if not mem.nslabs and not zone.quiet(self.knobs.small_demand_slabs):
+            # a zone whose first pool could not be had yet, or whose demand came back
             if may_sleep:
                 self._grow(zone, self.knobs.initial_slabs)
             else:
@@ -227,6 +258,10 @@ class AdaptivePolicy(BouncePolicy):
         if type(r) is SlotMapping:
             self._uses.add(dev.name)
             zone.idle_since.pop(id(r.pool), None)
+            if mem.total_used > zone.window_peak:
+                zone.window_peak = mem.total_used
+                if not mem.nslabs and not zone.quiet(self.knobs.small_demand_slabs):
+                    self._schedule(zone)  # demand came back to a zone living on transient pools
             if not r.pool.transient and mem.total_used > self.knobs.high_watermark * mem.nslabs:
                 self._schedule(zone)
             if len(self._zones) > 1:  # the peak of the sum, not the sum of the zones' peaks
@@ -248,7 +283,9 @@ class AdaptivePolicy(BouncePolicy):
         n = nr_slots(size)
         if n > min(IO_TLB_SEGSIZE, get_max_slots(dev.seg_boundary_mask)):
             return None  # no pool of any size holds it: growing would only waste memory
-        if getattr(self._ctx, "sleeping", False):
+        if getattr(self._ctx, "sleeping", False) and not (
+            not zone.mem.nslabs and zone.quiet(self.knobs.small_demand_slabs)
+        ):
             pool = self._grow(zone, self._growth_slabs(zone, n))
             if pool is not None:
                 slot = zone.mem.search_pool_area(dev, pool, 0, orig_addr, size, alloc_align_mask)
@@ -259,7 +296,8 @@ class AdaptivePolicy(BouncePolicy):
                 if slot >= 0:
                     self.counts["sync_growths_used"] += 1
                     return pool, slot
-        self._schedule(zone)
+        if zone.mem.nslabs or not zone.quiet(self.knobs.small_demand_slabs):
+            self._schedule(zone)  # a quiet zone without pools stays so: no worker
         if not self.knobs.transient:
             return None
         made = make_transient(self.env, zone.mem, dev, orig_addr, size, alloc_align_mask, zone.limit)
@@ -276,7 +314,7 @@ class AdaptivePolicy(BouncePolicy):
     # -- growth and shrinking --------------------------------------------------------------
     def _growth_slabs(self, zone: BounceZone, need: int = 0) -> int:
         k = self.knobs
-        want = max(k.min_grow_slabs, int(zone.mem.nslabs * k.growth_factor), need)
+        want = max(self.min_grow_slabs, int(zone.mem.nslabs * k.growth_factor), need)
         want = min(want, k.max_grow_slabs, k.max_total_slabs - zone.mem.nslabs)
         return -(-want // IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE if want > 0 else 0
 
@@ -321,7 +359,11 @@ class AdaptivePolicy(BouncePolicy):
                     zone.work_due = None
             if due:
                 mem = zone.mem
-                if mem.total_used > self.knobs.high_watermark * mem.nslabs or not mem.pools:
+                if not mem.pools:
+                    grow = not zone.quiet(self.knobs.small_demand_slabs)  # quiet: transient only
+                else:
+                    grow = mem.total_used > self.knobs.high_watermark * mem.nslabs
+                if grow:
                     if self._grow(zone, self._growth_slabs(zone)) is not None and (
                         mem.total_used > self.knobs.high_watermark * mem.nslabs
                     ):
@@ -331,7 +373,25 @@ class AdaptivePolicy(BouncePolicy):
             done += zone.waiters.drain()
         for zone in zones:
             done += self._shrink(zone, now)
+        for zone in zones:
+            done += self._end_window(zone, now)
         return done
+
+    def _end_window(self, zone: BounceZone, now: int) -> int:
+        """At the end of a demand window: a zone that stayed quiet gives back its empty pools,
+        boot pool included; returns pools freed. A new window starts either way."""
+        k = self.knobs
+        if not k.small_demand_slabs or now - zone.window_start < k.idle_ns:
+            return 0
+        freed = 0
+        if zone.quiet(k.small_demand_slabs):
+            for pool in list(zone.mem.pools):
+                if not pool.used:
+                    self._free_pool(zone, pool)
+                    freed += 1
+        zone.window_start = now
+        zone.window_peak = zone.mem.total_used
+        return freed
 
     def defer(self, dev: PolicyDevice, retry: DeferredRetry) -> bool:
         """Queue the map at the tail of its zone's FIFO and schedule growth (it may make room)."""
@@ -348,6 +408,8 @@ class AdaptivePolicy(BouncePolicy):
         for pending large-buffer frees and waiters that room may have appeared for."""
         times = [z.work_due for z in self._zones.values() if z.work_due is not None]
         times += [t + self.knobs.idle_ns for z in self._zones.values() for t in z.idle_since.values()]
+        if self.knobs.small_demand_slabs:
+            times += [z.window_start + self.knobs.idle_ns for z in self._zones.values() if z.mem.pools]
         if self.large.deferred_pending or any(z.waiters.ready for z in self._zones.values()):
             times.append(self.env.now())
         return min(times) if times else None
@@ -364,14 +426,21 @@ class AdaptivePolicy(BouncePolicy):
             if mem.nslabs - pool.nslabs < self.knobs.min_keep_slabs:
                 zone.idle_since.pop(id(pool), None)  # kept; its next idle spell starts a new clock
                 continue
-            mem.remove_pool(pool)
-            with self._lock:
-                zone.idle_since.pop(id(pool), None)
-                self._zone_of_pool.pop(id(pool), None)
-            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=True, owner="swiotlb")
-            self.counts["pools_freed"] += 1
+            self._free_pool(zone, pool)
             freed += 1
         return freed
+
+    def _free_pool(self, zone: BounceZone, pool: IoTlbPool) -> None:
+        """Unlist an empty pool and give its memory back (encrypted again in a CoCo guest)."""
+        zone.mem.remove_pool(pool)
+        with self._lock:
+            zone.idle_since.pop(id(pool), None)
+            self._zone_of_pool.pop(id(pool), None)
+        if pool.late_alloc:
+            self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=True, owner="swiotlb")
+        else:  # the boot pool: memory reserved at boot
+            self.env.free_boot_pool(pool.start, pool.nslabs << IO_TLB_SHIFT)
+        self.counts["pools_freed"] += 1
 
     # -- release and lookups ---------------------------------------------------------------
     def release(

@@ -163,6 +163,14 @@ class PolicyEnv:
                 self.encryption.set_decrypted(phys, -(-nbytes // self.page_size), may_sleep=may_sleep)
         return phys
 
+    def free_boot_pool(self, phys: int, nbytes: int) -> None:
+        """A boot-time pool's memory back to the page allocator (process context): encrypted
+        again in a confidential guest, then freed like any memory reserved at boot."""
+        if self.coco:
+            with self._enc_lock:
+                self.encryption.set_encrypted(phys, nbytes // self.page_size, may_sleep=True)
+        self.pages.free_reserved(phys, nbytes)
+
     def free_bounce(self, phys: int, nbytes: int, *, may_sleep: bool, owner: str) -> None:
         """``swiotlb_free_tlb``: back to the atomic pool, or encrypted again and freed."""
         if self.atomic_pool is not None and self.atomic_pool.owns(phys):

@@ -61,11 +61,16 @@ def round_half_even(num: int, den: int) -> int:
 class StepGauge:
     """A piecewise-constant integer quantity over integer-ns time, e.g. bytes in use.
 
-    :meth:`set` is O(1) (amortised): it folds the interval since the previous change into a
-    running integral (an unbounded Python int, in value·ns) and appends the change point to two
-    ``array('q')`` columns, replacing the last point instead when the time is the same
-    nanosecond (or dropping it if that restores the point before), and recording nothing when the
-    value does not change. Times must not decrease.
+    :meth:`set` is O(1) (amortised): it folds the interval since the previous call into a
+    running integral (an unbounded Python int, in value·ns) and keeps the change points, one per
+    nanosecond at most, in two ``array('q')`` columns. Several calls in one nanosecond leave one
+    point, the last value, or none if that value equals the one before it; a call that does not
+    change the value records nothing. Times must not decrease.
+
+    The newest point stays *open* (:attr:`value` from the time of the last call) until a call
+    at a later time stores it, so that a change undone in the same nanosecond — an unmap and
+    the next map of a closed-loop I/O, two or three gauges every time — costs no array work.
+    The initial value is the first open point: a call at ``start_ns`` replaces it.
 
     :attr:`peak` is the largest value ever set, including one replaced within the same
     nanosecond (memory reserved for a map undone at once was still reserved), like the kernel's
@@ -74,72 +79,78 @@ class StepGauge:
     even (:meth:`average_int`).
     """
 
-    __slots__ = ("start_ns", "value", "last_ns", "peak", "_area", "_times", "_values", "updates")
+    __slots__ = ("start_ns", "value", "peak", "updates", "_at", "_before", "_area", "_times", "_values")
 
     def __init__(self, start_ns: int = 0, value: int = 0) -> None:
         self.start_ns = _int(start_ns, "start_ns")
-        self.value = _int(value, "value")
-        self.last_ns = self.start_ns
+        self.value = _int(value, "value")  # in force from _at on
         self.peak = self.value
         self.updates = 0
-        self._area = 0  # integral from start_ns to last_ns
-        self._times = array("q", [self.start_ns])
-        self._values = array("q", [self.value])
+        self._at = self.start_ns  # the time of the last call: the open point's
+        self._before: int | None = None  # the last stored value (None: nothing stored yet)
+        self._area = 0  # integral from start_ns to _at
+        self._times = array("q")  # the stored points, all before _at; the first at start_ns
+        self._values = array("q")
 
     def set(self, now_ns: int, value: int) -> None:
-        """The quantity is ``value`` from ``now_ns`` on."""
-        if type(now_ns) is not int:
-            now_ns = _int(now_ns, "now_ns")
-        if type(value) is not int:
-            value = _int(value, "value")
-        last = self.last_ns
-        if now_ns < last:
-            raise ValueError(f"gauge went back in time: set at {now_ns} ns, last change at {last} ns")
+        """The quantity is ``value`` from ``now_ns`` on.
+
+        The simulator calls this two or three times per map and unmap, so the checks that
+        almost never fail share one test.
+        """
+        at = self._at
+        if type(now_ns) is not int or type(value) is not int or now_ns < at:
+            now_ns, value = self._checked(now_ns, value)
         self.updates += 1
         if value > self.peak:
             self.peak = value
-        if value == self.value:
-            return
-        if now_ns == last:
-            times, values = self._times, self._values
-            if len(times) > 1 and values[-2] == value:
-                # back to the previous point's value within the nanosecond: drop the point
-                times.pop()
-                values.pop()
-                self.last_ns = times[-1]
-                self._area -= value * (now_ns - self.last_ns)
-            else:
-                values[-1] = value
-        else:
-            self._area += self.value * (now_ns - last)
-            self.last_ns = now_ns
-            self._times.append(now_ns)
-            self._values.append(value)
+        if now_ns != at:  # time moved on: the open point is history, stored if it is a change
+            current = self.value
+            if current != self._before:
+                self._times.append(at)
+                self._values.append(current)
+                self._before = current
+            self._area += current * (now_ns - at)
+            self._at = now_ns
         self.value = value
+
+    def _checked(self, now_ns: object, value: object) -> tuple[int, int]:
+        """The slow path of :meth:`set`: ints through ``__index__``, or the error."""
+        t, v = _int(now_ns, "now_ns"), _int(value, "value")
+        if t < self._at:
+            raise ValueError(f"gauge went back in time: set at {t} ns, but it was last set at {self._at} ns")
+        return t, v
 
     def add(self, now_ns: int, delta: int) -> None:
         """The quantity changes by ``delta`` at ``now_ns``."""
         self.set(now_ns, self.value + _int(delta, "delta"))
 
     @property
+    def last_ns(self) -> int:
+        """The time of the last change point (the start if the value never changed)."""
+        return self._at if self.value != self._before else self._times[-1]
+
+    @property
     def changes(self) -> int:
-        """Stored change points (the initial value included)."""
-        return len(self._times)
+        """Change points (the initial value included)."""
+        return len(self._times) + (self.value != self._before)
 
     def value_at(self, t_ns: int) -> int:
         """The value in force at ``t_ns`` (after every change at or before ``t_ns``)."""
         t = _int(t_ns, "t_ns")
         if t < self.start_ns:
             raise ValueError(f"{t} ns is before the gauge's start, {self.start_ns} ns")
+        if t >= self._at:
+            return self.value
         return self._values[bisect_right(self._times, t) - 1]
 
     def _prefix(self, t: int) -> int:
-        """Integral from ``start_ns`` to ``t``: O(1) at or after the last change, else O(changes)."""
-        if t >= self.last_ns:
-            return self._area + self.value * (t - self.last_ns)
+        """Integral from ``start_ns`` to ``t``: O(1) at or after the last call, else O(changes)."""
+        if t >= self._at:
+            return self._area + self.value * (t - self._at)
         if t < self.start_ns:
             raise ValueError(f"{t} ns is before the gauge's start, {self.start_ns} ns")
-        times, values = self._times, self._values
+        times, values = self._times, self._values  # every point up to t is stored
         j = bisect_right(times, t) - 1
         area = 0
         for i in range(j):
@@ -183,10 +194,13 @@ class StepGauge:
         if step <= 0:
             raise ValueError(f"step_ns must be > 0, got {step}")
         first = -(-self.start_ns // step) * step
-        times, values = self._times, self._values
+        times, values, at = self._times, self._values, self._at
         out: list[tuple[int, int]] = []
         i = 0
         for t in range(first, end + 1, step):
+            if t >= at:
+                out.append((t, self.value))
+                continue
             i = bisect_right(times, t, i) - 1
             out.append((t, values[i]))
         return out
@@ -220,36 +234,45 @@ class Samples:
     The array is sorted in place on the first query after an :meth:`add`, in chunks of
     :attr:`chunk` values merged back into an array, so the transient cost of sorting is about one
     chunk of Python ints plus a second array rather than a list of every sample.
+
+    :meth:`add` runs for every map (and every I/O a workload times), so it only appends;
+    :attr:`total` and :attr:`max` are computed when asked for (once per run, in C).
     """
 
-    __slots__ = ("_a", "_sorted", "total", "max", "chunk")
+    __slots__ = ("_a", "_sorted", "chunk")
 
     def __init__(self, values: Iterable[int] = (), *, chunk: int = 1 << 20) -> None:
         if chunk <= 0:
             raise ValueError(f"chunk must be > 0, got {chunk}")
         self._a = array("q")
         self._sorted = True
-        self.total = 0
-        self.max: int | None = None
         self.chunk = chunk
         for v in values:
             self.add(v)
 
     def add(self, value: int) -> None:
-        if type(value) is not int:
-            value = _int(value, "sample")
-        if value < 0:
-            raise ValueError(f"sample must be >= 0, got {value}")
+        if type(value) is not int or value < 0:
+            value = _nonneg(value, "sample")
         a = self._a
         if self._sorted and a and value < a[-1]:
             self._sorted = False
         a.append(value)
-        self.total += value
-        if self.max is None or value > self.max:
-            self.max = value
 
     def __len__(self) -> int:
         return len(self._a)
+
+    @property
+    def total(self) -> int:
+        """The sum of the samples."""
+        return sum(self._a)
+
+    @property
+    def max(self) -> int | None:
+        """The largest sample, None when there are none."""
+        a = self._a
+        if not a:
+            return None
+        return a[-1] if self._sorted else max(a)
 
     @property
     def count(self) -> int:
@@ -355,10 +378,11 @@ class RunMetrics:
         """
         if failure is not None:
             self.check_cause(failure)
-        wait = _nonneg(lock_wait_ns, "lock_wait_ns")
+        if type(lock_wait_ns) is not int or lock_wait_ns < 0:  # one test on the hot path
+            lock_wait_ns = _nonneg(lock_wait_ns, "lock_wait_ns")
         if cpu_ns is not None:
             self.map_ns.add(cpu_ns)
-        self.lock_wait_ns_total += wait
+        self.lock_wait_ns_total += lock_wait_ns
         self.maps_attempted += 1
         if failure is None:
             self.maps_succeeded += 1
