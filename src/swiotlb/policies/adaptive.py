@@ -406,13 +406,25 @@ class AdaptivePolicy(BouncePolicy):
     def next_deadline(self) -> int | None:
         """The earliest time :meth:`run_deferred` has work: a due worker, an idle pool, or now
         for pending large-buffer frees and waiters that room may have appeared for."""
-        times = [z.work_due for z in self._zones.values() if z.work_due is not None]
-        times += [t + self.knobs.idle_ns for z in self._zones.values() for t in z.idle_since.values()]
-        if self.knobs.small_demand_slabs:
-            times += [z.window_start + self.knobs.idle_ns for z in self._zones.values() if z.mem.pools]
-        if self.large.deferred_pending or any(z.waiters.ready for z in self._zones.values()):
-            times.append(self.env.now())
-        return min(times) if times else None
+        # called after every map and unmap by a simulator: one pass, no lists
+        idle_ns = self.knobs.idle_ns
+        windows = self.knobs.small_demand_slabs > 0
+        best: int | None = self.env.now() if self.large.deferred_pending else None
+        for z in self._zones.values():
+            if z.waiters.ready:
+                now = self.env.now()
+                best = now if best is None else min(best, now)
+            if z.work_due is not None and (best is None or z.work_due < best):
+                best = z.work_due
+            if z.idle_since:
+                t = min(z.idle_since.values()) + idle_ns
+                if best is None or t < best:
+                    best = t
+            if windows and z.mem.pools:
+                t = z.window_start + idle_ns
+                if best is None or t < best:
+                    best = t
+        return best
 
     def _shrink(self, zone: BounceZone, now: int) -> int:
         freed = 0
@@ -500,9 +512,14 @@ class AdaptivePolicy(BouncePolicy):
     def footprint(self) -> tuple[int, int]:
         """``(reserved, in_use)`` bytes over every zone, transient pools and large buffers
         included (a large buffer is in use while mapped, reserved until its pages are freed)."""
+        large = self.large
+        if len(self._zones) == 1:  # only the default zone (on self.mem): the common case
+            mem = self.mem
+            return ((mem.nslabs + mem.transient_nslabs) << IO_TLB_SHIFT) + large.bytes_held, (
+                (mem.total_used << IO_TLB_SHIFT) + large.live_bytes)
         reserved = sum((z.mem.nslabs + z.mem.transient_nslabs) << IO_TLB_SHIFT for z in self._zones.values())
         in_use = sum(z.mem.total_used << IO_TLB_SHIFT for z in self._zones.values())
-        return reserved + self.large.bytes_held, in_use + self.large.live_bytes
+        return reserved + large.bytes_held, in_use + large.live_bytes
 
     def counters(self) -> dict[str, int]:
         zones = list(self._zones.values())
