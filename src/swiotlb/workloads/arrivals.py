@@ -61,8 +61,6 @@ class Poisson:
         object.__setattr__(self, "direction", c.choice("direction", self.direction, tuple(DIRECTIONS)))
         c.opt_int("hold_ns", self.hold_ns)
         c.bool_("may_sleep", self.may_sleep)
-        c.int_("start_ns", self.start_ns)
-        c.opt_int("stop_ns", self.stop_ns)
         c.span(self.start_ns, self.stop_ns)
         c.int_("offset", self.offset)
         burst_rate = c.float_("burst_rate_per_s", self.burst_rate_per_s)
@@ -138,8 +136,6 @@ class Leak:
         object.__setattr__(self, "rate_per_s", rate)
         object.__setattr__(self, "direction", c.choice("direction", self.direction, tuple(DIRECTIONS)))
         c.bool_("may_sleep", self.may_sleep)
-        c.int_("start_ns", self.start_ns)
-        c.opt_int("stop_ns", self.stop_ns)
         c.span(self.start_ns, self.stop_ns)
 
     def start(self, sim: SimLike) -> None:

@@ -212,6 +212,9 @@ class Checker:
             raise self.fail("burst_ns", f"<= period_ns ({period_ns})", burst_ns)
 
     def span(self, start_ns: int, stop_ns: int | None) -> None:
+        """``start_ns`` an int >= 0, ``stop_ns`` None or an int after it: every generator's window."""
+        self.int_("start_ns", start_ns)
+        self.opt_int("stop_ns", stop_ns)
         if stop_ns is not None and stop_ns <= start_ns:
             raise self.fail("stop_ns", f"> start_ns ({start_ns})", stop_ns)
 

@@ -50,8 +50,6 @@ class Frames:
         c.int_("buffers", self.buffers, 1)
         object.__setattr__(self, "direction", c.choice("direction", self.direction, tuple(DIRECTIONS)))
         c.bool_("may_sleep", self.may_sleep)
-        c.int_("start_ns", self.start_ns)
-        c.opt_int("stop_ns", self.stop_ns)
         c.span(self.start_ns, self.stop_ns)
         c.int_("cpu", self.cpu)
 

@@ -58,8 +58,6 @@ class Net:
         c.int_("tx_frame", self.tx_frame, 1)
         c.int_("tx_burst", self.tx_burst, 1)
         c.int_("queues", self.queues, 1)
-        c.int_("start_ns", self.start_ns)
-        c.opt_int("stop_ns", self.stop_ns)
         c.span(self.start_ns, self.stop_ns)
 
     def start(self, sim: SimLike) -> None:

@@ -76,8 +76,6 @@ class Fio:
             raise c.fail("rwmixread", "a percentage in 0..100", self.rwmixread)
         c.int_("iodepth", self.iodepth, 1)
         c.int_("jobs", self.jobs, 1)
-        c.int_("start_ns", self.start_ns)
-        c.opt_int("stop_ns", self.stop_ns)
         c.span(self.start_ns, self.stop_ns)
         c.int_("think_ns", self.think_ns)
         c.bool_("may_sleep", self.may_sleep)
