@@ -279,3 +279,21 @@ def test_map_ns_is_the_slot_work_plus_the_copy() -> None:
         assert added["slot_mark"] == size // 2048 and added["lock_acquire"] == 1
         slot_work = sum(n * getattr(costs, f"{k}_ns") for k, n in added.items())
         assert m.map_ns == slot_work + costs.copy_ns(size)
+
+
+def test_a_failed_release_keeps_the_mapping_live_and_counts_nothing() -> None:
+    from swiotlb.core import ReleaseError
+
+    s = sim()
+    m = s.map("vda", 8192, FROM)
+    assert isinstance(m, SimMapping)
+    copied, used = s.metrics.bytes_copied, s.policy.mem.total_used
+    good = m.dma_addr
+    m.dma_addr = good + (64 << 11)  # a slot nobody holds
+    with pytest.raises(ReleaseError):
+        s.unmap(m)
+    assert m.live and s.unmaps == 0 and s.metrics.bytes_copied == copied and s.policy.mem.total_used == used
+    m.dma_addr = good
+    s.unmap(m)
+    assert not m.live and s.unmaps == 1 and s.metrics.bytes_copied == copied + 8192
+    assert s.policy.mem.total_used == 0

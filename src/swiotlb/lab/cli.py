@@ -83,12 +83,13 @@ def _scenarios(refs: tuple[str, ...]) -> list:  # type: ignore[type-arg]
         raise click.ClickException(str(exc)) from None
 
 
-def _policies(specs: list, policies: tuple[str, ...]) -> list:  # type: ignore[type-arg]
+def _jobs(specs: list, policies: tuple[str, ...], seed: int | None, duration: int | None) -> list:  # type: ignore[type-arg]
+    """Every (scenario, policy) run with the command line's overrides; a bad policy is a usage error."""
     from swiotlb.lab.compare import plan
     from swiotlb.workloads.scenario import ScenarioError
 
     try:
-        return plan(specs, policies)
+        return plan(specs, policies, seed=seed, duration_ns=duration)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -136,11 +137,7 @@ def run_cmd(scenario: str, policies: tuple[str, ...], seed: int | None, duration
     from swiotlb.lab.compare import run_job, scenario_table
 
     specs = _scenarios((scenario,))
-    jobs = _policies(specs, policies)
-    records = []
-    for job in jobs:
-        job = type(job)(job.scenario, job.policy, seed, duration)
-        records.append(run_job(job))
+    records = [run_job(job) for job in _jobs(specs, policies, seed, duration)]
     if as_json:
         click.echo(json.dumps(records if len(records) > 1 else records[0], sort_keys=True, indent=1))
         return
@@ -166,7 +163,7 @@ def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int
     from swiotlb.lab.compare import Job, default_workers, run_jobs, scenario_table, write_results
 
     specs = _scenarios(scenarios)
-    jobs = [Job(j.scenario, j.policy, seed, duration) for j in _policies(specs, policies)]
+    jobs = _jobs(specs, policies, seed, duration)
     console = _console()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from swiotlb.lab.runner import check_policy, run_scenario
+from swiotlb.sim.metrics import FAILURE_CAUSES
 from swiotlb.policies.config import ConfigError
 from swiotlb.workloads.scenario import ScenarioSpec, builtin_scenarios, find_scenario, load_scenario
 
@@ -96,17 +97,17 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1,
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     if workers <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
-            results[i] = run_job(job)
+            results[i] = record = run_job(job)
             if progress:
-                progress(job, results[i])  # type: ignore[arg-type]
+                progress(job, record)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
             for fut in as_completed(futures):
                 i = futures[fut]
-                results[i] = fut.result()
+                results[i] = record = fut.result()
                 if progress:
-                    progress(jobs[i], results[i])  # type: ignore[arg-type]
+                    progress(jobs[i], record)
     return [r for r in results if r is not None]
 
 
@@ -128,7 +129,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         elif not isinstance(value, list):
             row[key] = value
     if "failures_full" in row:
-        row["failures"] = sum(row[f"failures_{c}"] for c in ("full", "too_large", "unaddressable", "no_memory"))
+        row["failures"] = sum(row[f"failures_{c}"] for c in FAILURE_CAUSES)
     return row
 
 

@@ -445,21 +445,22 @@ class Simulation:
         if not m.live:
             raise DoubleUnmapError(f"{m.device}: unmap of {m.dma_addr:#x}, which is already unmapped",
                                    device=m.device, dma_addr=m.dma_addr)
-        m.live = False
-        self.unmaps += 1
         if not m.bounced:
+            m.live = False
+            self.unmaps += 1
             return
-        c = m.cpu if cpu is None else cpu
-        size = m.size
-        if m.direction is not TO_DEVICE and not m.attrs & _SKIP:
-            self._steps["copy_byte"] += size
-            self.metrics.bytes_copied += size
         try:
             self._policy_release(m._dev, m.dma_addr, m._pool)
         except BaseException:
-            m.live = True  # the slots are still held: keep the mapping live
-            self._work = self._priced()
+            self._work = self._priced()  # the mapping stays live and nothing is counted
             raise
+        m.live = False
+        self.unmaps += 1
+        c = m.cpu if cpu is None else cpu
+        size = m.size
+        if m.direction is not TO_DEVICE and not m.attrs & _SKIP:  # the copy back, before the release
+            self._steps["copy_byte"] += size
+            self.metrics.bytes_copied += size
         # Memory work a release does (a transient pool's pages made private again) shows in the
         # run's step counts but is not priced into the unmap: only the slot work holds the lock.
         now = self.engine.now
