@@ -775,6 +775,42 @@ class IoTlbMem:
             out["io_tlb_transient_nslabs"] = self.transient_nslabs
         return out
 
+    def claim_slots(
+        self, dev: DmaParams, orig_addr: int, mapping_size: int, tlb_addr: int, *, cpu: int = 0
+    ) -> SlotMapping:
+        """Take the slots at ``tlb_addr`` as if the search had chosen them (``alloc_align_mask`` 0).
+
+        A trace replay applies the kernel's recorded decision with this after a disagreement,
+        so that the next decision starts from the kernel's own state: the slots are marked,
+        the area's next-fit cursor moves past them and ``used`` and the hiwater count them,
+        exactly as a successful search there would have done. ``cpu`` is accepted for symmetry
+        with :meth:`tbl_map_single`; the area is the one holding the slots. Refuses (ValueError,
+        state untouched) slots that are not free or not a run the kernel could hand out.
+        """
+        pool = self.find_pool(tlb_addr)
+        if pool is None:
+            raise ValueError(f"address {tlb_addr:#x} is not in any bounce pool")
+        offset = orig_addr & dev.min_align_mask & U32_MASK & SLOT_LOW_MASK
+        if (tlb_addr ^ orig_addr) & dev.min_align_mask & SLOT_LOW_MASK:
+            raise ValueError(f"{tlb_addr:#x} does not keep the low bits of {orig_addr:#x} (min_align_mask)")
+        size = mapping_size + offset
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        data = (tlb_addr - offset - pool.start) >> IO_TLB_SHIFT
+        pad = 0  # alloc_align_mask 0: the kernel adds no pad slots (spec §3.1)
+        slot = data - pad
+        if n > IO_TLB_SEGSIZE or slot + n > pool.nslabs or pool.list[slot] < n:
+            raise ValueError(f"slots {slot}..{slot + n - 1} of {pool!r} are not a free run")
+        area_index = slot // pool.area_nslabs
+        with pool.areas[area_index].lock:
+            take_slots(pool, area_index, slot, n, size - offset)
+            pool.head_orig_addr[slot] = orig_addr
+        if not pool.transient:
+            with self.lock:
+                used = self.total_used = self.total_used + n
+                if used > self.used_hiwater:
+                    self.used_hiwater = used
+        return SlotMapping(tlb_addr, pool, data, pad, n, size)
+
     def check_invariants(self) -> list[str]:
         """Every broken invariant, as text (empty when the state is sound)."""
         errors: list[str] = []

@@ -185,5 +185,231 @@ def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int
     console.print("results: " + ", ".join(str(p) for p in paths))
 
 
+# -- real traces ------------------------------------------------------------------------------
+_MASK = click.option("--mask", "masks", multiple=True, metavar="DEVICE=MASK",
+                     help="A device's min_align_mask (repeatable); default: inferred from the trace.")
+_META = click.option("--meta", "meta_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="The capture's NAME.meta.json (default: the one beside the trace, if any).")
+_SKIP_BAD = click.option("--skip-bad", is_flag=True, help="Count malformed lines instead of stopping at the first.")
+
+
+def _load_trace(path: str, skip_bad: bool) -> Any:
+    """A canonical trace from text (parsed with a spinner), Parquet or JSONL; errors name file:line."""
+    from swiotlb.traces.reader import TraceParseError
+    from swiotlb.traces.store import TraceStoreError, load_trace
+
+    try:
+        with _console_err().status(f"reading {path}"):
+            trace = load_trace(path, skip_bad=skip_bad)
+    except (TraceParseError, TraceStoreError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    bad = trace.info.get("bad_lines", 0)
+    if bad:
+        click.echo(f"warning: skipped {bad} malformed line(s) of {path}; first: "
+                   f"{trace.info['bad_examples'][0]}", err=True)
+    return trace
+
+
+def _console_err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@main.group("trace")
+def trace_group() -> None:
+    """Real kernel traces: convert to the canonical form, summarise."""
+
+
+@trace_group.command("convert")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@_SKIP_BAD
+def trace_convert(source: str, out: str, skip_bad: bool) -> None:
+    """Parse and pair a text trace (tracefs, trace-cmd report, perf script; gzip or not) into
+    OUT (.parquet, or .jsonl for small traces)."""
+    from swiotlb.traces.store import TraceStoreError, write_trace
+
+    trace = _load_trace(source, skip_bad)
+    try:
+        path = write_trace(trace, out)
+    except TraceStoreError as exc:
+        raise click.ClickException(str(exc)) from None
+    p = trace.pairing
+    click.echo(f"{path}: {len(trace):,} mapping rows, {len(trace.workloads)} workloads, "
+               f"{p.orphans} orphan entries, {p.unmatched_unmaps} unmatched unmaps, "
+               f"{p.open_at_end} open at the end, {trace.info.get('lost_events', 0)} lost events")
+
+
+@trace_group.command("stats")
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@_MASK
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@_SKIP_BAD
+def trace_stats_cmd(trace: str, masks: tuple[str, ...], as_json: bool, skip_bad: bool) -> None:
+    """Per device and per workload: mappings, sizes, peak bytes and slots in flight, lifetimes,
+    bounce rate."""
+    import json
+
+    from swiotlb.lab.replay import parse_masks
+    from swiotlb.traces.fidelity import infer_min_align_masks
+    from swiotlb.traces.meta import MetaError
+    from swiotlb.traces.stats import render_stats, trace_stats
+
+    try:
+        mask_map = parse_masks(masks)
+    except MetaError as exc:
+        raise click.ClickException(str(exc)) from None
+    canonical = _load_trace(trace, skip_bad)
+    full = infer_min_align_masks(canonical)
+    full.update(mask_map)
+    stats = trace_stats(canonical, full)
+    if as_json:
+        click.echo(json.dumps(stats, sort_keys=True, indent=1))
+        return
+    console = _console()
+    for table in render_stats(stats):
+        console.print(table)
+
+
+@main.command("replay")
+@click.argument("trace", type=click.Path(exists=True, dir_okay=False))
+@_META
+@click.option("--pool", "pool_option", default=None, metavar="START:SIZE[:AREAS]",
+              help="The kernel's pool when there is no metadata, e.g. 0x6fa00000:64M:1.")
+@_MASK
+@click.option("--policy", "-p", "policies", multiple=True,
+              help="static (default: the exact allocator against the kernel's addresses) or any "
+                   "design, simulated (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (a list for several policies).")
+@_SKIP_BAD
+def replay_cmd(trace: str, meta_path: str | None, pool_option: str | None, masks: tuple[str, ...],
+               policies: tuple[str, ...], as_json: bool, skip_bad: bool) -> None:
+    """Replay TRACE (text, .parquet or .jsonl): with static, check the model against the kernel's
+    own bounce addresses and counters; with other policies, show what each would have done."""
+    import json
+
+    from swiotlb.lab.replay import (
+        choose_pool,
+        fidelity,
+        load_meta_option,
+        parse_masks,
+        policy_record,
+        render_fidelity,
+        render_policies,
+    )
+    from swiotlb.policies import POLICIES
+    from swiotlb.traces.meta import MetaError
+
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise click.BadParameter(f"unknown policy {unknown[0]!r}; known: {', '.join(sorted(POLICIES))}",
+                                 param_hint="--policy")
+    try:
+        meta = load_meta_option(trace, meta_path)
+        mask_map = parse_masks(masks)
+        if "static" in (policies or ("static",)):
+            choose_pool(meta, pool_option)  # before a long parse: say now what is missing
+    except MetaError as exc:
+        raise click.ClickException(str(exc)) from None
+    canonical = _load_trace(trace, skip_bad)
+    results: list[dict[str, Any]] = []
+    console = _console()
+    sim_records = []
+    for policy in policies or ("static",):
+        if policy == "static":
+            try:
+                res = fidelity(canonical, meta, pool_option, mask_map)
+            except (MetaError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from None
+            record = {"policy": "static", **res.to_json()}
+            results.append(record)
+            if not as_json:
+                render_fidelity(res, console)
+        else:
+            with _console_err().status(f"simulating {policy}"):
+                record = policy_record(canonical, policy, meta, mask_map)
+            results.append(record)
+            sim_records.append(record)
+    if as_json:
+        click.echo(json.dumps(results if len(results) > 1 else results[0], sort_keys=True, indent=1))
+    elif sim_records:
+        render_policies(sim_records, console)
+
+
+@main.command("advise")
+@click.argument("target")
+@_META
+@_MASK
+@click.option("--margin", type=click.FloatRange(min=0.0, max=4.0), default=0.25, show_default=True,
+              help="Head room added to the smallest pool that never failed.")
+@click.option("--seeds", type=click.IntRange(min=1, max=64), default=3, show_default=True,
+              help="Seeds a scenario must pass (0..N-1).")
+@_DURATION
+@click.option("--json", "as_json", is_flag=True, help="Print the advice as JSON.")
+@_SKIP_BAD
+def advise_cmd(target: str, meta_path: str | None, masks: tuple[str, ...], margin: float, seeds: int,
+               duration: int | None, as_json: bool, skip_bad: bool) -> None:
+    """Size a static pool for TARGET (a trace file, or a scenario id, name or TOML file): the
+    swiotlb= line with zero failures plus a margin, what each dynamic design would hold, and
+    the device that drives the need."""
+    import json
+
+    from swiotlb.lab.advise import advise_scenario, advise_trace
+    from swiotlb.lab.replay import load_meta_option, parse_masks
+    from swiotlb.traces.meta import MetaError
+
+    status = _console_err().status("advising")
+
+    def progress(text: str) -> None:
+        status.update(text)
+
+    is_trace = Path(target).is_file() and not target.endswith(".toml")
+    with status:
+        if is_trace:
+            try:
+                meta = load_meta_option(target, meta_path)
+                mask_map = parse_masks(masks)
+            except MetaError as exc:
+                raise click.ClickException(str(exc)) from None
+            trace = _load_trace(target, skip_bad)
+            try:
+                advice = advise_trace(trace, meta, masks=mask_map, margin=margin, progress=progress)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+        else:
+            spec = _scenarios((target,))[0]
+            advice = advise_scenario(spec, seeds=range(seeds), margin=margin, duration_ns=duration,
+                                     progress=progress)
+    if as_json:
+        click.echo(json.dumps(advice.to_json(), sort_keys=True, indent=1))
+        return
+    from rich.table import Table
+
+    from swiotlb.lab.compare import format_bytes
+
+    console = _console()
+    console.print(f"[bold]{advice.swiotlb}[/bold]")
+    t = Table(title=f"what each design holds on {advice.target}")
+    for c in ("design", "average", "peak", "failures"):
+        t.add_column(c, justify="right")
+    size = advice.recommended_slots << 11
+    t.add_row(f"static ({advice.swiotlb})", format_bytes(size), format_bytes(size), "0")
+    for name, rec in advice.dynamic.items():
+        t.add_row(name, format_bytes(rec["avg_footprint_bytes"]), format_bytes(rec["peak_footprint_bytes"]),
+                  str(rec["failures"]))
+    console.print(t)
+    console.print(advice.recommendation)
+
+
+def _add_capture() -> None:
+    from swiotlb.lab.capture import capture_cmd
+
+    main.add_command(capture_cmd)
+
+
+_add_capture()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
