@@ -92,3 +92,24 @@ def test_advise_a_trace(trace: Path) -> None:
     assert j["driver"] in ("0000:00:03.0", "0000:00:04.0") and j["peak_inflight_slots"] == 6
     assert set(j["dynamic"]) == {"linux-6.6", "adaptive", "lending", "rfc-v1"}
     assert "Boot with swiotlb=256,force" in j["recommendation"]
+
+
+def test_lost_events_are_reported_and_limit_the_checks(tmp_path: Path, trace: Path) -> None:
+    lost = tmp_path / "lost.trace.txt"
+    lost.write_text(LINES.replace("9/9   #P:1", "9/12   #P:1"))  # the ring buffer overwrote 3 events
+    r = CliRunner().invoke(main, ["replay", str(lost), "--mask", NVME_MASK, "--json",
+                                  "--meta", str(tmp_path / "small.meta.json")])
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.output)
+    assert j["lost_events"] == 3 and j["checks_limited"]
+    assert j["address_matches"] == 3  # each surviving decision is still checked
+    assert j["workload_hiwater_checked"] == 0  # but no counter comparison holds
+    r = CliRunner().invoke(main, ["replay", str(lost), "--mask", NVME_MASK,
+                                  "--meta", str(tmp_path / "small.meta.json")])
+    assert "lost 3 events" in r.output
+    later = tmp_path / "later.trace.txt"  # a LOST line after the workload: its check stands
+    later.write_text(LINES + "CPU:0 [LOST 5 EVENTS]\n")
+    r = CliRunner().invoke(main, ["replay", str(later), "--mask", NVME_MASK, "--json",
+                                  "--meta", str(tmp_path / "small.meta.json")])
+    j = json.loads(r.output)
+    assert j["lost_events"] == 5 and j["workload_hiwater_checked"] == 1 and j["workload_hiwater_matches"] == 1

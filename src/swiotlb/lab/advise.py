@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, SlotMapping
+from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, MapFailure, SlotMapping
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT, SLOT_LOW_MASK
 from swiotlb.core.sizing import parse_cmdline
 from swiotlb.traces.canonical import CanonicalTrace
@@ -28,6 +28,10 @@ DYNAMIC_POLICIES = ("linux-6.6", "adaptive", "lending", "rfc-v1")
 DEFAULT_MARGIN = 0.25
 MIB = 1 << 20
 _SWIOTLB_ARG = re.compile(r"(^|\s)swiotlb=\S*")
+
+
+class Unservable(ValueError):
+    """Failures that no static pool size removes (maps over 256 KiB, unreachable devices)."""
 
 
 @dataclass
@@ -152,7 +156,7 @@ def _trace_failures(trace: CanonicalTrace, devs: list[DeviceParams], nslabs: int
     kind = c["kind"]
     frees: list[tuple[int, int, int, int]] = []
     release = mem.release_slots
-    fails = 0
+    fails = too_large = 0
     for row in range(len(alloc_line)):
         if not bounced[row]:
             continue
@@ -164,10 +168,16 @@ def _trace_failures(trace: CanonicalTrace, devs: list[DeviceParams], nslabs: int
         res = mem.tbl_map_single(dev, phys[row], size[row], 0, cpu=cpu[row])
         if not isinstance(res, SlotMapping):
             fails += 1
+            too_large += res.cause is MapFailure.TOO_LARGE
         elif failed[row] or kind[row] == orphan or unmap_line[row] < 0:
             release(dev, res.tlb_addr)  # demand the kernel refused: its retry is a later map
         else:
             heapq.heappush(frees, (unmap_line[row], entry[row], row, res.tlb_addr))
+    if too_large:
+        raise Unservable(
+            f"{too_large} maps need more than 128 contiguous slots (256 KiB): no static pool serves "
+            "them; the driver must split them, or the device needs an IOMMU or CMA"
+        )
     return fails
 
 
@@ -350,7 +360,16 @@ def advise_scenario(
         for seed in seeds:
             if progress is not None:
                 progress(f"static pool of {n} slots, seed {seed}")
-            total += sum(run(n, seed)["failures"].values())
+            failed = run(n, seed)["failures"]
+            fixed = {k: v for k, v in failed.items() if k in ("too_large", "unaddressable") and v}
+            if fixed:
+                raise Unservable(
+                    f"{spec.ref}, seed {seed}: "
+                    + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(fixed.items()))
+                    + " maps fail whatever the pool size (too large: over 256 KiB; unaddressable: "
+                    "the pool is out of the device's reach)"
+                )
+            total += sum(failed.values())
             if total:
                 break
         return total

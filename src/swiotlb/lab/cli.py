@@ -379,8 +379,11 @@ def advise_cmd(target: str, meta_path: str | None, masks: tuple[str, ...], margi
                 raise click.ClickException(str(exc)) from None
         else:
             spec = _scenarios((target,))[0]
-            advice = advise_scenario(spec, seeds=range(seeds), margin=margin, duration_ns=duration,
-                                     progress=progress)
+            try:
+                advice = advise_scenario(spec, seeds=range(seeds), margin=margin, duration_ns=duration,
+                                         progress=progress)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(advice.to_json(), sort_keys=True, indent=1))
         return

@@ -137,7 +137,8 @@ def render_fidelity(result: FidelityResult, console: Any) -> None:
     first = result.decision.first
     if first is not None:
         console.print(f"[bold]first difference[/bold]: {first.describe(result.pool)}")
-        for n, text in context_lines(result.source, first.line, 3, 5):
+        after = min(max(5, first.map_line - first.line + 1), 12)  # down to the map line if near
+        for n, text in context_lines(result.source, first.line, 3, after):
             mark = ">>" if n in (first.line, first.map_line) else "  "
             console.print(f"{mark} {n:>8} {text}", markup=False, highlight=False)
         console.print("(docs/fidelity.md explains the kinds of difference a multi-CPU trace shows)")

@@ -154,6 +154,19 @@ class FidelityResult:
     def kernel_hiwater(self) -> int | None:
         return max(self.kernel_workload_hiwater.values()) if self.kernel_workload_hiwater else None
 
+    def reliable_until(self) -> int:
+        """The first trace line after which the replay's state may differ from the kernel's.
+
+        The ring buffer drops the oldest events when the header's ``entries-written`` exceeds
+        ``entries-in-buffer`` (or the metadata counts overruns): then nothing is comparable. A
+        ``[LOST N EVENTS]`` line loses events at a known place: workloads from it on are not.
+        """
+        info = self.trace.info
+        if int(info.get("header_lost", 0) or 0) or (self.lost_events and not info.get("lost_lines")):
+            return 0
+        lines = [x[0] for x in info.get("lost_lines", [])]
+        return min(lines) if lines else 1 << 62
+
     def full_lines_matched(self) -> int:
         """How many printed 'buffer is full' lines match, in order, a refusal of the replay."""
         matched = 0
@@ -172,11 +185,18 @@ class FidelityResult:
     def to_json(self) -> dict[str, Any]:
         d, s = self.decision, self.straight
         workloads = []
+        reliable_until = self.reliable_until()
+        ends = {w.name: w.end_line if w.end_line >= 0 else 1 << 62 for w in self.trace.workloads}
         for name, ours in d.workload_hiwater.items():
             kernel = self.kernel_workload_hiwater.get(name)
+            if ends.get(name, 1 << 62) >= reliable_until:
+                kernel_known = None  # events were lost before or inside it: not comparable
+            else:
+                kernel_known = kernel
             workloads.append({
                 "name": name, "hiwater_slots": ours, "straight_hiwater_slots": s.workload_hiwater.get(name),
-                "kernel_hiwater_slots": kernel, "match": None if kernel is None else kernel == ours,
+                "kernel_hiwater_slots": kernel,
+                "match": None if kernel_known is None else kernel_known == ours,
             })
         full_lines = [x for x in self.buffer_full_lines if _FULL_LINE.search(x)]
         return {
@@ -211,6 +231,7 @@ class FidelityResult:
             "buffer_full_lines": len(full_lines),
             "buffer_full_lines_matched": self.full_lines_matched(),
             "lost_events": self.lost_events,
+            "checks_limited": self.lost_events > 0,
         }
 
 

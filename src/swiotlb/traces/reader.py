@@ -79,6 +79,8 @@ class TraceInfo:
             "entries_written": self.entries_written,
             "lost_events": self.lost_events,
             "lost_by_cpu": {str(k): v for k, v in sorted(self.lost_by_cpu.items())},
+            "header_lost": self.header_lost,
+            "lost_lines": [[x.lineno, x.cpu, x.count] for x in self.lost_lines[:MAX_BAD_KEPT * 50]],
             "lines": self.lines,
             "events": self.events,
             "bad_lines": self.bad_lines,
