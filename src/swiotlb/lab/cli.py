@@ -405,13 +405,23 @@ def advise_cmd(target: str, meta_path: str | None, masks: tuple[str, ...], margi
     console.print(advice.recommendation)
 
 
-def _add_capture() -> None:
+@main.group("bench")
+def bench_group() -> None:
+    """Measurement you can trust: the package's dma_map_benchmark, paired A/B rounds."""
+
+
+def _add_commands() -> None:
+    from swiotlb.lab.bench_ab import ab_cmd, show_cmd
+    from swiotlb.lab.bench_map import map_cmd
     from swiotlb.lab.capture import capture_cmd
 
     main.add_command(capture_cmd)
+    bench_group.add_command(ab_cmd)
+    bench_group.add_command(show_cmd)
+    bench_group.add_command(map_cmd)
 
 
-_add_capture()
+_add_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover
