@@ -248,6 +248,20 @@ def test_chunked_sort_matches_sorted() -> None:
     assert s.count == len(data) and s.max == max(data)
 
 
+@pytest.mark.parametrize("chunk", [4, 1 << 20])
+def test_appender_survives_sorting(chunk: int) -> None:
+    """The appender is the array's own append: queries sort in place, so it keeps working."""
+    s = Samples([5, 3, 9], chunk=chunk)
+    append = s.appender()
+    for v in (7, 1, 8):
+        append(v)
+    assert s.percentile(50) == 5 and s.max == 9  # sorted in place here
+    for v in (2, 10, 0):
+        append(v)
+    assert s.count == 9 and s.max == 10 and s.percentile(0) == 0 and s.percentile(100) == 10
+    assert s.percentile(50) == 5 and s.total == sum(range(11)) - 4 - 6
+
+
 # ---------------------------------------------------------------- RunMetrics
 
 SCHEMA_INT_KEYS = {

@@ -164,6 +164,8 @@ class AdaptivePolicy(BouncePolicy):
             self.min_grow_slabs = min(grow, self.knobs.max_grow_slabs)
         default = self._setup_zone(mem, limit=None if mem.phys_limit >= self.top_of_ram else mem.phys_limit)
         self._zones: dict[int | None, BounceZone] = {None: default}
+        self._default = default  # self._zones[None], always there
+        self._unaligned_max_mapping: int | None = None  # max_mapping_size without min_align_mask
         self._zone_of_pool: dict[int, BounceZone] = {id(p): default for p in mem.pools}
         self._uses: set[str] = set()
         self.large = DedicatedBuffers(env, owner=LARGE_OWNER)
@@ -192,7 +194,7 @@ class AdaptivePolicy(BouncePolicy):
     def _zone_for(self, dev: PolicyDevice) -> BounceZone:
         limit = dev.dma_limit
         if limit >= self.top_of_ram:
-            return self._zones[None]
+            return self._default
         with self._lock:
             zone = self._zones.get(limit)
             if zone is None:
@@ -239,7 +241,10 @@ class AdaptivePolicy(BouncePolicy):
             return False
         if alloc_size is not None and size > alloc_size:
             return False
-        return (size if alloc_size is None else alloc_size) > self.max_mapping_size(dev)
+        limit = self._unaligned_max_mapping
+        if limit is None:  # depends on the device's min_align_mask only, which is 0 here
+            limit = self._unaligned_max_mapping = self.max_mapping_size(dev)
+        return (size if alloc_size is None else alloc_size) > limit
 
     def _map_slots(
         self, dev: PolicyDevice, orig_addr: int, size: int, alloc_align_mask: int, cpu: int, may_sleep: bool,
@@ -409,7 +414,20 @@ class AdaptivePolicy(BouncePolicy):
         # called after every map and unmap by a simulator: one pass, no lists
         idle_ns = self.knobs.idle_ns
         windows = self.knobs.small_demand_slabs > 0
-        best: int | None = self.env.now() if self.large.deferred_pending else None
+        z = self._default
+        if len(self._zones) == 1 and not self.large.deferred_pending and not z.waiters.ready:
+            # the usual case: only the default zone, and nothing due now
+            best: int | None = z.work_due
+            if z.idle_since:
+                t = min(z.idle_since.values()) + idle_ns
+                if best is None or t < best:
+                    best = t
+            if windows and z.mem.pools:
+                t = z.window_start + idle_ns
+                if best is None or t < best:
+                    best = t
+            return best
+        best = self.env.now() if self.large.deferred_pending else None
         for z in self._zones.values():
             if z.waiters.ready:
                 now = self.env.now()
@@ -476,7 +494,9 @@ class AdaptivePolicy(BouncePolicy):
                 self._zone_of_pool.pop(id(pool), None)
             drop_transient(self.env, zone.mem, pool)
             self.counts["transient_freed"] += 1
-        elif not pool.used:
+        elif not pool.areas[((tlb_addr - pool.start) >> IO_TLB_SHIFT) // pool.area_nslabs].used and not pool.used:
+            # the pool went idle. Usually the released slots' area still has slots in use, which
+            # says no in one look; pool.used sums every area.
             zone.idle_since[id(pool)] = self.env.now()
         zone.waiters.kick()
         return n

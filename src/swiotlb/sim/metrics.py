@@ -23,7 +23,7 @@ from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 FAILURE_CAUSES: tuple[str, ...] = ("full", "too_large", "unaddressable", "no_memory")
 """The map failure causes of issue 4, §4/§5, in schema order."""
@@ -95,12 +95,17 @@ class StepGauge:
     def set(self, now_ns: int, value: int) -> None:
         """The quantity is ``value`` from ``now_ns`` on.
 
-        The simulator calls this two or three times per map and unmap, so the checks that
-        almost never fail share one test.
+        Checks its arguments, then stores them with :meth:`set_trusted`.
         """
-        at = self._at
-        if type(now_ns) is not int or type(value) is not int or now_ns < at:
+        if type(now_ns) is not int or type(value) is not int or now_ns < self._at:
             now_ns, value = self._checked(now_ns, value)
+        self.set_trusted(now_ns, value)
+
+    def set_trusted(self, now_ns: int, value: int) -> None:
+        """:meth:`set` without the checks, for a caller whose arguments cannot be wrong: ints,
+        and a time not before the last call's (the simulator sets its footprint gauges at the
+        engine's clock after every map and unmap)."""
+        at = self._at
         self.updates += 1
         if value > self.peak:
             self.peak = value
@@ -236,16 +241,18 @@ class Samples:
     chunk of Python ints plus a second array rather than a list of every sample.
 
     :meth:`add` runs for every map (and every I/O a workload times), so it only appends;
-    :attr:`total` and :attr:`max` are computed when asked for (once per run, in C).
+    :attr:`total` and :attr:`max` are computed when asked for (once per run, in C), and whether
+    the samples are in order is only known up to :attr:`_nsorted`, the length of the prefix the
+    last query sorted. :meth:`appender` gives hot loops the array's own ``append``.
     """
 
-    __slots__ = ("_a", "_sorted", "chunk")
+    __slots__ = ("_a", "_nsorted", "chunk")
 
     def __init__(self, values: Iterable[int] = (), *, chunk: int = 1 << 20) -> None:
         if chunk <= 0:
             raise ValueError(f"chunk must be > 0, got {chunk}")
         self._a = array("q")
-        self._sorted = True
+        self._nsorted = 0  # the samples are sorted when this is their count
         self.chunk = chunk
         for v in values:
             self.add(v)
@@ -253,10 +260,12 @@ class Samples:
     def add(self, value: int) -> None:
         if type(value) is not int or value < 0:
             value = _nonneg(value, "sample")
-        a = self._a
-        if self._sorted and a and value < a[-1]:
-            self._sorted = False
-        a.append(value)
+        self._a.append(value)
+
+    def appender(self) -> Callable[[int], None]:
+        """The unchecked :meth:`add`: for callers whose values are ints >= 0 by construction
+        (one C call per sample). It stays valid: sorting reorders the array in place."""
+        return self._a.append
 
     def __len__(self) -> int:
         return len(self._a)
@@ -272,25 +281,24 @@ class Samples:
         a = self._a
         if not a:
             return None
-        return a[-1] if self._sorted else max(a)
+        return a[-1] if self._nsorted == len(a) else max(a)
 
     @property
     def count(self) -> int:
         return len(self._a)
 
     def _sort(self) -> None:
+        """Sort the array in place (the same object: :meth:`appender` keeps working)."""
         a, n, c = self._a, len(self._a), self.chunk
         if n <= c:
-            self._a = array("q", sorted(a))
+            a[:] = array("q", sorted(a))
         else:
             runs = [array("q", sorted(a[i : i + c])) for i in range(0, n, c)]
-            del a
-            self._a = array("q")
+            del a[:]
             merged = heapq.merge(*runs)
-            out = self._a
             while batch := [x for _, x in zip(range(c), merged)]:
-                out.extend(batch)
-        self._sorted = True
+                a.extend(batch)
+        self._nsorted = n
 
     def percentile(self, p: int | Fraction) -> int | None:
         """The nearest-rank ``p``-th percentile, or None when there are no samples."""
@@ -301,7 +309,7 @@ class Samples:
         n = len(self._a)
         if n == 0:
             return None
-        if not self._sorted:
+        if self._nsorted != n:
             self._sort()
         q = Fraction(p) * n / 100
         rank = max(1, -(-q.numerator // q.denominator))

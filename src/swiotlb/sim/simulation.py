@@ -46,7 +46,7 @@ from swiotlb.policies.base import BouncePolicy, PoolHandle
 from swiotlb.policies.config import knob_defaults
 from swiotlb.sim.costs import CostModel
 from swiotlb.sim.engine import Engine, Event
-from swiotlb.sim.metrics import RunMetrics, Samples, StepGauge
+from swiotlb.sim.metrics import RunMetrics, Samples, round_half_even
 from swiotlb.sim.rng import RngStreams
 from swiotlb.sim.spec import DeviceSpec, MachineSpec
 
@@ -215,19 +215,30 @@ class Simulation:
         self._page = machine.page_size
         self._first_page = LOW_RESERVED // machine.page_size
         self._always_copy = mem.profile.always_copy_on_map
-        self._inflight = StepGauge()
+        # Bytes mapped through bounce buffers (the workloads' true need): only its peak and time
+        # average reach the result, so no gauge, just a sum. ``_inflight_byte_ns`` is the
+        # integral with every live mapping counted as if unmapped at time 0 (-size * its map
+        # time); result() adds the live bytes times the end.
+        self._inflight_bytes = 0
+        self._inflight_peak = 0
+        self._inflight_byte_ns = 0
         # -- hot-path bindings: looked up once, not on every map and unmap -----------------
         self._copy_ns = lru_cache(maxsize=1024)(self.costs.copy_ns)  # a frozen model; few sizes a run
         self._policy_map = self.policy.map
         self._policy_release = self.policy.release
         self._footprint = self.policy.footprint
         self._reserved = self.metrics.footprint.reserved
+        self._map_ns_append = self.metrics.map_ns.appender()  # map costs are ints >= 0
+        self._appenders: dict[str, Callable[[int], None]] = {}  # observe's, per series
         self._in_use = self.metrics.footprint.in_use
         # a policy that keeps the base class's next_deadline never has deferred work: skip the call
         overridden = type(self.policy).next_deadline is not BouncePolicy.next_deadline
         self._next_deadline = self.policy.next_deadline if overridden else None
         self._wake_event: Event | None = None
-        self._wake_at = 0
+        # the time of _wake_event while it is pending, else the end: a wake-up at or after
+        # either needs no scheduling (see _after_call)
+        self._wake_at = self.end_ns
+        self._wakeup_ns = self.costs.worker_wakeup_ns
         self.worker_ns = 0
         self.worker_runs = 0
         self.unmaps = 0
@@ -258,10 +269,15 @@ class Simulation:
 
     def observe(self, key: str, value: int) -> None:
         """Record a sample of the series ``key`` (latencies, queue depths)."""
-        s = self.series.get(key)
-        if s is None:
-            s = self.series[key] = Samples()
-        s.add(value)
+        append = self._appenders.get(key)
+        if append is None or type(value) is not int or value < 0:  # a new series, or a bad value
+            s = self.series.get(key)
+            if s is None:
+                s = self.series[key] = Samples()
+                self._appenders[key] = s.appender()
+            s.add(value)  # checks the value
+            return
+        append(value)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counters[key] += n
@@ -295,16 +311,10 @@ class Simulation:
         cause), or :data:`PENDING` when ``then`` was given, the caller may sleep, and the policy
         deferred the map; ``then`` later receives the mapping or None."""
         dev = self._devs.get(device)
-        if dev is None:
-            self.device(device)  # raises, naming the known devices
+        if (dev is None or type(size) is not int or size <= 0 or type(cpu) is not int or not 0 <= cpu < self.cpus
+                or direction not in _MAP_DIRECTIONS):  # one test on the hot path; the messages below
+            self._bad_map(device, size, direction, cpu)
         assert dev is not None
-        if type(size) is not int or size <= 0:
-            raise SimulationError(f"{device}: map size must be a positive int, got {size!r}")
-        if type(cpu) is not int or not 0 <= cpu < self.cpus:
-            raise SimulationError(f"{device}: cpu {cpu!r} is not one of the machine's {self.cpus} CPUs")
-        if direction not in _MAP_DIRECTIONS:
-            raise SimulationError(f"{device}: map direction must be TO_DEVICE, FROM_DEVICE or BIDIRECTIONAL, "
-                                  f"got {direction!r}")
         if phys is None:  # a seeded page-aligned CPU buffer in RAM above the firmware MiB, + offset
             page, first = self._page, self._first_page
             span = (self._ram - size - offset) // page - first + 1
@@ -314,11 +324,10 @@ class Simulation:
         elif phys < 0 or phys + size > self._ram:
             raise SimulationError(f"{device}: buffer [{phys:#x}, {phys + size:#x}) is outside RAM")
         policy = self.policy
-        now = self.engine.now
         metrics = self.metrics
         if not policy.force_bounce(dev) and phys + size - 1 <= dev.dma_limit:
             metrics.map_attempt(0)
-            return SimMapping(device, size, direction, phys, False, now, cpu, phys, attrs, 0, dev, None)
+            return SimMapping(device, size, direction, phys, False, self.engine.now, cpu, phys, attrs, 0, dev, None)
         if not policy.is_active(dev):
             metrics.map_attempt(0, 0, "unaddressable")
             return None
@@ -327,13 +336,31 @@ class Simulation:
             if self._defer(dev, phys, size, direction, cpu, attrs, then, 0, 0):
                 return PENDING  # FIFO: behind the maps already waiting, without trying
         m, cause, cost, wait = self._attempt(dev, phys, size, direction, cpu, may, attrs)
-        if cause == "full" and then is not None and may:
-            if self._defer(dev, phys, size, direction, cpu, attrs, then, cost, wait):
-                self._after_call()
-                return PENDING
-        metrics.map_attempt(cost, wait, cause)
+        if cause is None:  # the usual outcome: metrics.map_attempt(cost, wait), inlined
+            self._map_ns_append(cost)
+            if wait:
+                metrics.lock_wait_ns_total += wait
+            metrics.maps_attempted += 1
+            metrics.maps_succeeded += 1
+        else:
+            if cause == "full" and then is not None and may:
+                if self._defer(dev, phys, size, direction, cpu, attrs, then, cost, wait):
+                    self._after_call()
+                    return PENDING
+            metrics.map_attempt(cost, wait, cause)
         self._after_call()
         return m
+
+    def _bad_map(self, device: str, size: object, direction: object, cpu: object) -> None:
+        """The argument checks of :meth:`map`, one by one: raises for the first that fails."""
+        if device not in self._devs:
+            self.device(device)  # raises, naming the known devices
+        if type(size) is not int or size <= 0:
+            raise SimulationError(f"{device}: map size must be a positive int, got {size!r}")
+        if type(cpu) is not int or not 0 <= cpu < self.cpus:
+            raise SimulationError(f"{device}: cpu {cpu!r} is not one of the machine's {self.cpus} CPUs")
+        raise SimulationError(f"{device}: map direction must be TO_DEVICE, FROM_DEVICE or BIDIRECTIONAL, "
+                              f"got {direction!r}")
 
     def _attempt(
         self, dev: Device, phys: int, size: int, d: DmaDirection, cpu: int, may_sleep: bool, attrs: int
@@ -365,11 +392,12 @@ class Simulation:
             self._work = self._priced()  # the give-back is not priced
             return None, "unaddressable", cost, wait
         if self._always_copy or (d is not FROM_DEVICE and not attrs & _SKIP):
-            self._steps["copy_byte"] += size
-            self.metrics.bytes_copied += size
+            self.metrics.bytes_copied += size  # and the copy_byte steps, added up by result()
             cost += self._copy_ns(size)
-        inflight = self._inflight
-        inflight.set(now, inflight.value + size)
+        inflight = self._inflight_bytes = self._inflight_bytes + size
+        if inflight > self._inflight_peak:
+            self._inflight_peak = inflight
+        self._inflight_byte_ns -= size * now
         m = SimMapping(dev.name, size, d, tlb, True, now + wait + cost, cpu, phys, attrs, cost, dev, r.pool)
         return m, None, cost, wait
 
@@ -459,14 +487,15 @@ class Simulation:
         c = m.cpu if cpu is None else cpu
         size = m.size
         if m.direction is not TO_DEVICE and not m.attrs & _SKIP:  # the copy back, before the release
-            self._steps["copy_byte"] += size
-            self.metrics.bytes_copied += size
+            self.metrics.bytes_copied += size  # and the copy_byte steps, added up by result()
         # Memory work a release does (a transient pool's pages made private again) shows in the
         # run's step counts but is not priced into the unmap: only the slot work holds the lock.
         now = self.engine.now
-        self.metrics.lock_wait_ns_total += self._hold_lock(c, now)[1]
-        inflight = self._inflight
-        inflight.set(now, inflight.value - size)
+        wait = self._hold_lock(c, now)[1]
+        if wait:
+            self.metrics.lock_wait_ns_total += wait
+        self._inflight_bytes -= size
+        self._inflight_byte_ns += size * now
         self._after_call()
 
     # -- deferred work --------------------------------------------------------------------
@@ -477,14 +506,16 @@ class Simulation:
         now = self.engine.now
         reserved, in_use = self._footprint()
         if reserved != self._reserved.value:
-            self._reserved.set(now, reserved)
+            self._reserved.set_trusted(now, reserved)  # ints, at the engine's clock
         if in_use != self._in_use.value:
-            self._in_use.set(now, in_use)
+            self._in_use.set_trusted(now, in_use)
         next_deadline = self._next_deadline
         if next_deadline is not None:
             deadline = next_deadline()
             if deadline is not None and (again or deadline > now):
-                self._schedule_worker(deadline)
+                # the usual answer: the pending wake-up covers it, or it falls after the end
+                if (deadline if deadline > now else now + self._wakeup_ns) < self._wake_at:
+                    self._schedule_worker(deadline)
 
     def _schedule_worker(self, deadline: int) -> None:
         """Wake the policy's worker at ``deadline``; work due now waits one wake-up latency
@@ -498,12 +529,14 @@ class Simulation:
             self.engine.cancel(ev)
         if t >= self.end_ns:
             self._wake_event = None
+            self._wake_at = self.end_ns
             return
         self._wake_at = t
         self._wake_event = self.engine.at(t, self._wake)
 
     def _wake(self) -> None:
         self._wake_event = None
+        self._wake_at = self.end_ns
         before = self._priced()
         mem_before = self._memory_sig()
         ran = self.policy.run_deferred()
@@ -539,6 +572,8 @@ class Simulation:
         m = self.metrics
         counters = self.policy.counters()
         m.observe_used_slots(counters.get("io_tlb_used_hiwater", 0))
+        # the bytes copied are the copy_byte steps: counted once, on the metrics, during the run
+        self._steps["copy_byte"] += m.bytes_copied
         start = self._memory_at_start
         end = self._memory_sig()
         enc = self._enc_stats
@@ -555,9 +590,9 @@ class Simulation:
         m.pools_freed = sum(int(stats.get(k, 0)) for k in _FREED)
         m.oom_events = self._page_stats.oom_events - self._oom_at_start
         doc = m.to_json(self.scenario, self.policy_name, self.seed, self.end_ns, grid_step_ns=self.grid_step_ns)
-        infl = self._inflight
-        doc["peak_inflight_bytes"] = infl.peak
-        doc["avg_inflight_bytes"] = infl.average_int(self.end_ns)
+        doc["peak_inflight_bytes"] = self._inflight_peak
+        doc["avg_inflight_bytes"] = round_half_even(self._inflight_byte_ns + self._inflight_bytes * self.end_ns,
+                                                    self.end_ns)
         doc["unmaps"] = self.unmaps
         doc["worker_ns"] = self.worker_ns
         doc["worker_runs"] = self.worker_runs
