@@ -314,3 +314,15 @@ def test_reader_trace_cmd_and_perf_formats(tmp_path: Path) -> None:
     events = list(iter_events(pf, info))
     assert len(events) == len(EXAMPLES) and info.format == "perf"
     assert isinstance(events[5], SgEvent) and events[5].phys_addrs[1] == 0x12A00000
+
+
+@pytest.mark.parametrize("value", ["-1", "+6fa0", "6fa_0000", " 6fa0", "0x"])
+def test_hex_fields_are_strict(value: str) -> None:
+    line = ("fio-7 [000] d..1. 1.000020: dma_map_page: 0000:00:03.0 dir=TO_DEVICE "
+            f"dma_addr={value} size=4096 phys_addr=12345200 attrs=")
+    with pytest.raises(EventFormatError, match="dma_addr"):
+        parse_event(line, 1)
+    sg = ("fio-7 [000] d..1. 1.000040: dma_map_sg: 0000:00:04.0 dir=FROM_DEVICE nents=1/1 ents=1/1 "
+          f"dma_addrs={{{value}}} sizes={{0x200}} phys_addrs={{0x7000}} attrs=")
+    with pytest.raises(EventFormatError, match="dma_addrs"):
+        parse_event(sg, 1)

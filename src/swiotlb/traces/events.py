@@ -39,6 +39,8 @@ _PREFIX = re.compile(
     r"(?:\w+:)?(?P<event>\w+):\s?(?P<body>.*)"
 )
 _FIELD = re.compile(r"(\w+)=(\{[^}]*\}|\S*)")
+_HEX = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
+_HEX_LIST = re.compile(r"(?:0[xX])?[0-9a-fA-F]+(?:,(?:0[xX])?[0-9a-fA-F]+)*")
 _LOST = re.compile(r"\s*CPU:?\s*(?P<cpu>\d+)\s*\[LOST (?P<n>\d+) EVENTS\]")
 
 
@@ -129,10 +131,9 @@ class LostEvents:
 
 
 def _hex(text: str, what: str) -> int:
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise EventFormatError(f"{what}={text!r} is not a hex number") from None
+    if _HEX.fullmatch(text) is None:  # int(x, 16) alone would take "-1", "+6fa0" and "6fa_0000"
+        raise EventFormatError(f"{what}={text!r} is not a hex number")
+    return int(text, 16)
 
 
 def _dec(text: str, what: str) -> int:
@@ -147,10 +148,9 @@ def _array(text: str, what: str) -> tuple[int, ...]:
     inner = text[1:-1]
     if not inner:
         return ()
-    try:
-        return tuple(int(v, 16) for v in inner.split(","))
-    except ValueError:
-        raise EventFormatError(f"{what}={text!r} holds a value that is not a hex number") from None
+    if _HEX_LIST.fullmatch(inner) is None:
+        raise EventFormatError(f"{what}={text!r} holds a value that is not a hex number")
+    return tuple(int(v, 16) for v in inner.split(","))
 
 
 def _need(fields: dict[str, str], key: str, event: str) -> str:
