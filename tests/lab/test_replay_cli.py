@@ -113,3 +113,15 @@ def test_lost_events_are_reported_and_limit_the_checks(tmp_path: Path, trace: Pa
                                   "--meta", str(tmp_path / "small.meta.json")])
     j = json.loads(r.output)
     assert j["lost_events"] == 5 and j["workload_hiwater_checked"] == 1 and j["workload_hiwater_matches"] == 1
+
+
+def test_replay_without_swiotlb_bounced_events(tmp_path: Path, trace: Path) -> None:
+    """A capture without the swiotlb event: a bounce address inside the pool still marks a
+    bounced map, allocated at its map line (exact with one CPU)."""
+    bare = tmp_path / "bare.trace.txt"
+    bare.write_text("".join(x + "\n" for x in LINES.splitlines() if "swiotlb_bounced" not in x))
+    r = CliRunner().invoke(main, ["replay", str(bare), "--mask", NVME_MASK, "--json",
+                                  "--meta", str(tmp_path / "small.meta.json")])
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.output)
+    assert (j["bounced_maps"], j["address_checked"], j["address_matches"]) == (3, 3, 3)

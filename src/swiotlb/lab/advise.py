@@ -20,7 +20,7 @@ from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, MapFailure, SlotMapp
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT, SLOT_LOW_MASK
 from swiotlb.core.sizing import parse_cmdline
 from swiotlb.traces.canonical import CanonicalTrace
-from swiotlb.traces.fidelity import PCI_SEG_BOUNDARY, infer_min_align_masks
+from swiotlb.traces.fidelity import PCI_SEG_BOUNDARY, bounced_rows, infer_min_align_masks
 from swiotlb.traces.meta import CaptureMeta
 from swiotlb.traces.workload import simulate_trace
 
@@ -145,12 +145,14 @@ def swiotlb_arg(slots: int, force: bool, nareas: int) -> str:
 
 
 # -- traces ----------------------------------------------------------------------------------
-def _trace_failures(trace: CanonicalTrace, devs: list[DeviceParams], nslabs: int, nareas: int, start: int) -> int:
+def _trace_failures(
+    trace: CanonicalTrace, devs: list[DeviceParams], nslabs: int, nareas: int, start: int, bounced: list[bool]
+) -> int:
     """Failures of a straight replay of every allocation on a pool of ``nslabs`` slots."""
     mem = IoTlbMem([IoTlbPool(start, nslabs, nareas)], "v6.12", force_bounce=True)
     c = trace.columns
     alloc_line, unmap_line, entry, dev_col = c["alloc_line"], c["unmap_line"], c["entry"], c["device"]
-    cpu, phys, size, bounced, failed = c["cpu"], c["phys_addr"], c["size"], c["bounced"], c["failed"]
+    cpu, phys, size, failed = c["cpu"], c["phys_addr"], c["size"], c["failed"]
     kinds = trace.names["kind"]
     orphan = kinds.index("orphan") if "orphan" in kinds else -1
     kind = c["kind"]
@@ -181,13 +183,15 @@ def _trace_failures(trace: CanonicalTrace, devs: list[DeviceParams], nslabs: int
     return fails
 
 
-def _trace_peaks(trace: CanonicalTrace, masks: dict[str, int]) -> tuple[int, dict[str, int], dict[str, int]]:
+def _trace_peaks(
+    trace: CanonicalTrace, masks: dict[str, int], bounced: list[bool]
+) -> tuple[int, dict[str, int], dict[str, int]]:
     """Peak slots in flight, each device's share at that moment, and each device's own peak."""
     c = trace.columns
     names = trace.names["device"]
     events: list[tuple[int, int, int, int]] = []  # (line, order, device, +/- slots)
     for row in range(len(trace)):
-        if not c["bounced"][row] or c["failed"][row] or c["unmap_line"][row] < 0:
+        if not bounced[row] or c["failed"][row] or c["unmap_line"][row] < 0:
             continue
         dev = c["device"][row]
         off = c["phys_addr"][row] & masks.get(names[dev], 0) & SLOT_LOW_MASK
@@ -229,18 +233,20 @@ def advise_trace(
     progress: Callable[[str], None] | None = None,
 ) -> Advice:
     """Advice for a recorded workload (the capture's areas, or one area without metadata)."""
-    full = infer_min_align_masks(trace)
+    pool = meta.pool if meta is not None else None
+    full = infer_min_align_masks(trace, pool=pool)
     full.update(masks or {})
     devs = [DeviceParams(full.get(name, 0), PCI_SEG_BOUNDARY) for name in trace.names["device"]]
-    nareas = meta.pool.nareas if meta is not None and meta.pool is not None else 1
-    start = meta.pool.start if meta is not None and meta.pool is not None else 1 << 30
-    peak, at_peak, own = _trace_peaks(trace, full)
+    nareas = pool.nareas if pool is not None else 1
+    start = pool.start if pool is not None else 1 << 30
+    through = bounced_rows(trace, pool)
+    peak, at_peak, own = _trace_peaks(trace, full, through)
     trials: list[tuple[int, int]] = []
 
     def failures(n: int) -> int:
         if progress is not None:
             progress(f"static pool of {n} slots")
-        return _trace_failures(trace, devs, n, nareas, start)
+        return _trace_failures(trace, devs, n, nareas, start, through)
 
     unit = _unit(nareas)
     min_slots = smallest_passing(peak, unit, failures, trials)

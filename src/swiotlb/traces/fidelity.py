@@ -32,7 +32,26 @@ PCI_SEG_BOUNDARY = 0xFFFFFFFF  # what the PCI core gives every function (README 
 _FULL_LINE = re.compile(r"swiotlb buffer is full \(sz: (\d+) bytes\), total (\d+) \(slots\), used (\d+)")
 
 
-def infer_min_align_masks(trace: CanonicalTrace, *, min_evidence: int = 8) -> dict[str, int]:
+def bounced_rows(trace: CanonicalTrace, pool: PoolLayout | None = None) -> list[bool]:
+    """Which rows went through the bounce pool.
+
+    A ``swiotlb_bounced`` line says so. A capture made without that event still shows a bounce
+    address inside the pool. Such a row is allocated at its map line, which is exact with one
+    CPU; it can be late with several.
+    """
+    cols = trace.columns
+    flags = [bool(b) for b in cols["bounced"]]
+    if pool is not None:
+        lo, hi = pool.start, pool.end
+        for i, d in enumerate(cols["dma_addr"]):
+            if not flags[i] and lo <= d < hi:
+                flags[i] = True
+    return flags
+
+
+def infer_min_align_masks(
+    trace: CanonicalTrace, *, min_evidence: int = 8, pool: PoolLayout | None = None
+) -> dict[str, int]:
     """Each device's ``min_align_mask`` as the trace shows it.
 
     A device with mask ``2**k - 1`` keeps the low ``k`` bits of every buffer in its bounce
@@ -43,9 +62,10 @@ def infer_min_align_masks(trace: CanonicalTrace, *, min_evidence: int = 8) -> di
     rows: dict[str, list[tuple[int, int]]] = {}
     cols = trace.columns
     names = trace.names["device"]
+    bounced = bounced_rows(trace, pool)
     for i in range(len(trace)):
         dma = cols["dma_addr"][i]
-        if dma >= 0 and cols["bounced"][i]:
+        if dma >= 0 and bounced[i]:
             rows.setdefault(names[cols["device"][i]], []).append((cols["phys_addr"][i], dma))
     masks: dict[str, int] = {}
     for dev, pairs in rows.items():
@@ -236,7 +256,8 @@ class FidelityResult:
 
 
 def _one_pass(
-    trace: CanonicalTrace, pool: PoolLayout, devs: dict[str, DeviceParams], profile: str, decide: bool
+    trace: CanonicalTrace, pool: PoolLayout, devs: dict[str, DeviceParams], profile: str, decide: bool,
+    bounced_col: list[bool],
 ) -> ReplayPass:
     mem = IoTlbMem([IoTlbPool(pool.start, pool.nslabs, pool.nareas)], profile, force_bounce=True)
     out = ReplayPass()
@@ -245,7 +266,7 @@ def _one_pass(
         cols["alloc_line"], cols["cpu"], cols["size"], cols["phys_addr"], cols["dma_addr"]
     )
     unmap_line, entry_col, kind_col, dev_col = cols["unmap_line"], cols["entry"], cols["kind"], cols["device"]
-    bounced_col, failed_col, map_line = cols["bounced"], cols["failed"], cols["map_line"]
+    failed_col, map_line = cols["failed"], cols["map_line"]
     kinds = trace.names["kind"]
     orphan_code = kinds.index("orphan") if "orphan" in kinds else -1
     dev_by_code = [devs[name] for name in trace.names["device"]]
@@ -389,7 +410,7 @@ def replay_fidelity(
     profile: str = "v6.12",
 ) -> FidelityResult:
     """Replay ``trace`` on one static pool laid out as ``pool`` and compare with the kernel."""
-    inferred = infer_min_align_masks(trace)
+    inferred = infer_min_align_masks(trace, pool=pool)
     if masks:
         unknown = sorted(set(masks) - set(trace.devices))
         if unknown:
@@ -403,10 +424,11 @@ def replay_fidelity(
     orphan_code = trace.names["kind"].index("orphan") if "orphan" in trace.names["kind"] else -1
     n = len(trace)
     maps = sum(1 for i in range(n) if cols["kind"][i] != orphan_code)
-    bounced = sum(1 for i in range(n) if cols["kind"][i] != orphan_code and cols["bounced"][i])
+    through = bounced_rows(trace, pool)
+    bounced = sum(1 for i in range(n) if cols["kind"][i] != orphan_code and through[i])
     checked = sum(
         1 for i in range(n)
-        if cols["kind"][i] != orphan_code and cols["bounced"][i] and cols["dma_addr"][i] >= 0
+        if cols["kind"][i] != orphan_code and through[i] and cols["dma_addr"][i] >= 0
     )
     failed = sum(1 for i in range(n) if cols["kind"][i] != orphan_code and cols["failed"][i])
     lo, hi = pool.start, pool.end
@@ -419,8 +441,8 @@ def replay_fidelity(
             f"{outside} bounce addresses of the trace lie outside the pool {lo:#x}-{hi - 1:#x}: "
             "wrong --pool or metadata for this trace"
         )
-    straight = _one_pass(trace, pool, devs, profile, decide=False)
-    decision = _one_pass(trace, pool, devs, profile, decide=True)
+    straight = _one_pass(trace, pool, devs, profile, False, through)
+    decision = _one_pass(trace, pool, devs, profile, True, through)
     lost = int(trace.info.get("lost_events", 0) or 0)
     if meta is not None:
         lost = max(lost, meta.lost_events)
