@@ -14,11 +14,11 @@ import dataclasses
 import heapq
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, MapFailure, SlotMapping
+from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, MapFailure, SlotMapping, get_profile
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT, SLOT_LOW_MASK
-from swiotlb.core.sizing import parse_cmdline
+from swiotlb.core.sizing import parse_cmdline, plan_boot_pool
 from swiotlb.traces.canonical import CanonicalTrace
 from swiotlb.traces.fidelity import PCI_SEG_BOUNDARY, bounced_rows, infer_min_align_masks
 from swiotlb.traces.meta import CaptureMeta
@@ -27,6 +27,7 @@ from swiotlb.traces.workload import simulate_trace
 DYNAMIC_POLICIES = ("linux-6.6", "adaptive", "lending", "rfc-v1")
 DEFAULT_MARGIN = 0.25
 MIB = 1 << 20
+MAX_POOL_SLOTS = 1 << 24  # 32 GiB: beyond this no static pool is a sensible answer
 _SWIOTLB_ARG = re.compile(r"(^|\s)swiotlb=\S*")
 
 
@@ -52,18 +53,21 @@ class Advice:
     per_device_peak_slots: dict[str, int]
     seeds: list[int] = field(default_factory=list)
     dynamic: dict[str, dict[str, int]] = field(default_factory=dict)
-    trials: list[tuple[int, int]] = field(default_factory=list)  # (slots, failures) tried
+    trials: list[Trial] = field(default_factory=list)  # every pool size tried, in order
 
     @property
     def recommendation(self) -> str:
         mib = self.recommended_slots << IO_TLB_SHIFT
+        used = max((t.hiwater for t in self.trials if t.slots == self.recommended_slots), default=0)
         text = (
             f"Boot with {self.swiotlb} ({mib / MIB:.1f} MiB). The smallest static pool that served "
             f"this {self.kind} without a failure holds {self.min_slots} slots "
             f"({(self.min_slots << IO_TLB_SHIFT) / MIB:.1f} MiB)"
             + (f" in every one of {len(self.seeds)} seeds" if self.seeds else "")
-            + f"; the line adds a {self.margin:.0%} margin. {self.driver} drives the need: it held "
-            f"{self.driver_slots} of the {self.peak_inflight_slots} slots in flight at the peak."
+            + f"; at {self.recommended_slots} slots the peak use of {used} slots leaves the "
+            f"{self.margin:.0%} margin (since 6.0 the kernel rounds a pool up to a power of two). {self.driver} "
+            f"drives the need: it held {self.driver_slots} of the {self.peak_inflight_slots} slots "
+            "in flight at the peak."
         )
         clean = {k: v for k, v in self.dynamic.items() if not v["failures"]}
         best = min(clean.items(), key=lambda kv: (kv[1]["avg_footprint_bytes"], kv[0]), default=None)
@@ -98,57 +102,112 @@ class Advice:
             "per_device_peak_slots": dict(sorted(self.per_device_peak_slots.items())),
             "seeds": self.seeds,
             "dynamic": self.dynamic,
-            "trials": [{"slots": s, "failures": f} for s, f in self.trials],
+            "trials": [{"slots": t.slots, "failures": t.failures, "hiwater": t.hiwater} for t in self.trials],
             "recommendation": self.recommendation,
         }
 
 
-def _unit(nareas: int) -> int:
-    """Pool sizes come in whole segments per area (the kernel's area rounding, spec §6)."""
-    return IO_TLB_SEGSIZE * nareas
+@dataclass(frozen=True)
+class Trial:
+    """One pool size tried: the slots the kernel makes, the failures and the peak slots used."""
+
+    slots: int
+    failures: int
+    hiwater: int
 
 
-def smallest_passing(lo: int, unit: int, failures: Callable[[int], int], trials: list[tuple[int, int]]) -> int:
-    """The smallest multiple of ``unit`` >= ``lo`` with ``failures(n) == 0`` (doubling, then
-    bisection; failures are taken as non-increasing in the pool size)."""
-    n = max(unit, -(-lo // unit) * unit)
+Evaluate = Callable[[int], tuple[int, int]]  # pool slots -> (failures, hiwater)
+
+
+def search_pool(
+    lo: int, kernel_pool: Callable[[int], int], evaluate: Evaluate, margin: float, pow2: bool,
+    trials: list[Trial],
+) -> tuple[int, int]:
+    """``(smallest, recommended)``: the smallest pool the kernel makes that serves the work with
+    zero failures, and the smallest that also keeps ``margin`` above its peak use.
+
+    Only sizes the kernel really makes are tried. ``kernel_pool(n)`` is the pool that
+    ``swiotlb=n`` gives. Since areas arrived (6.0) the kernel rounds the slot count up to a power
+    of two (``round_up_default_nslabs``, spec §1.4), so those kernels are searched over powers of
+    two (``pow2``), skipping any the kernel does not honour as given: in a CoCo guest
+    ``swiotlb=32768`` equals the default and the 6% rule still applies (spec §1.3). Older
+    kernels take any multiple of 128 slots: doubling, then bisection. Failures are taken as
+    non-increasing with the pool size.
+    """
+
+    def run(n: int) -> Trial:
+        for t in trials:
+            if t.slots == n:
+                return t
+        f, h = evaluate(n)
+        trial = Trial(n, f, h)
+        trials.append(trial)
+        return trial
+
+    def honoured(n: int) -> bool:
+        return kernel_pool(n) == n
+
+    def sizes(start: int) -> Iterator[int]:
+        n = max(start, IO_TLB_SEGSIZE)
+        n = 1 << (n - 1).bit_length() if pow2 else -(-n // IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE
+        while n <= MAX_POOL_SLOTS:
+            if honoured(n):
+                yield n
+            n = n * 2 if pow2 else n * 2
+        raise Unservable("no static pool up to 32 GiB serves this workload without failures")
+
     bad = 0
-    while True:
-        f = failures(n)
-        trials.append((n, f))
-        if f == 0:
+    for n in sizes(lo):
+        if run(n).failures == 0:
+            good = n
             break
         bad = n
-        n *= 2
-        if n > 1 << 24:  # 32 GiB of slots: nothing this workload does fits
-            raise ValueError("no static pool up to 32 GiB serves this workload without failures")
-    good = n
-    while good - bad > unit:
-        mid = (bad + good) // 2 // unit * unit
-        if mid <= bad:
-            break
-        f = failures(mid)
-        trials.append((mid, f))
-        if f == 0:
-            good = mid
-        else:
-            bad = mid
-    return good
+    if not pow2:  # bisection over multiples of 128 between the last failure and the first success
+        while good - bad > IO_TLB_SEGSIZE:
+            mid = (bad + good) // 2 // IO_TLB_SEGSIZE * IO_TLB_SEGSIZE
+            if mid <= bad or not honoured(mid):
+                break
+            if run(mid).failures == 0:
+                good = mid
+            else:
+                bad = mid
+    smallest = good
+    for n in sizes(smallest):
+        t = run(n)
+        if t.failures == 0 and t.hiwater * (1 + margin) <= n:
+            return smallest, n
+        if not pow2:  # the exact size with the margin, rounded to a segment, then checked
+            want = -(-int(t.hiwater * (1 + margin)) // IO_TLB_SEGSIZE) * IO_TLB_SEGSIZE
+            if honoured(want) and run(want).failures == 0:
+                return smallest, want
+    raise Unservable("no static pool up to 32 GiB serves this workload with the margin")
 
 
-def swiotlb_arg(slots: int, force: bool, nareas: int) -> str:
-    """``swiotlb=<slots>[,<areas>][,force]`` as the kernel parses it (checked by our parser)."""
-    text = f"swiotlb={slots}" + (f",{nareas}" if nareas > 1 else "") + (",force" if force else "")
-    param = parse_cmdline(text)
-    assert param is not None and param.nslabs == slots, text
-    return text
+def with_pool(cmdline: str, slots: int) -> str:
+    """``cmdline`` with its ``swiotlb=`` replaced by ``swiotlb=<slots>``, keeping the area count
+    and ``force``/``noforce`` it gave (other parameters stay as they were)."""
+    param = parse_cmdline(cmdline) if cmdline else None
+    arg = f"swiotlb={slots}"
+    if param is not None and param.nareas is not None:
+        arg += f",{param.nareas}"
+    if param is not None and param.force:
+        arg += ",force"
+    if param is not None and param.noforce:
+        arg += ",noforce"
+    rest = " ".join(_SWIOTLB_ARG.sub(" ", cmdline).split())
+    return (rest + " " + arg).strip()
+
+
+def swiotlb_line(cmdline: str, slots: int) -> str:
+    """Just the ``swiotlb=`` argument :func:`with_pool` puts on ``cmdline``."""
+    return with_pool(cmdline, slots).split()[-1]
 
 
 # -- traces ----------------------------------------------------------------------------------
 def _trace_failures(
     trace: CanonicalTrace, devs: list[DeviceParams], nslabs: int, nareas: int, start: int, bounced: list[bool]
-) -> int:
-    """Failures of a straight replay of every allocation on a pool of ``nslabs`` slots."""
+) -> tuple[int, int]:
+    """Failures and peak slots used in a straight replay of every allocation on one pool."""
     mem = IoTlbMem([IoTlbPool(start, nslabs, nareas)], "v6.12", force_bounce=True)
     c = trace.columns
     alloc_line, unmap_line, entry, dev_col = c["alloc_line"], c["unmap_line"], c["entry"], c["device"]
@@ -180,7 +239,7 @@ def _trace_failures(
             f"{too_large} maps need more than 128 contiguous slots (256 KiB): no static pool serves "
             "them; the driver must split them, or the device needs an IOMMU or CMA"
         )
-    return fails
+    return fails, mem.used_hiwater
 
 
 def _trace_peaks(
@@ -237,21 +296,26 @@ def advise_trace(
     full = infer_min_align_masks(trace, pool=pool)
     full.update(masks or {})
     devs = [DeviceParams(full.get(name, 0), PCI_SEG_BOUNDARY) for name in trace.names["device"]]
-    nareas = pool.nareas if pool is not None else 1
     start = pool.start if pool is not None else 1 << 30
     through = bounced_rows(trace, pool)
     peak, at_peak, own = _trace_peaks(trace, full, through)
-    trials: list[tuple[int, int]] = []
+    force = meta.force if meta is not None else True
+    cmdline = meta.cmdline if meta is not None and meta.cmdline else ("swiotlb=force" if force else "")
+    ram = (meta.ram_bytes if meta is not None else None) or 4 << 30
+    cpus = (meta.cpus if meta is not None else None) or max(max(trace.columns["cpu"], default=0) + 1, 1)
 
-    def failures(n: int) -> int:
+    def plan(n: int) -> tuple[int, int]:
+        """(slots, areas) of the pool the captured machine's kernel makes for ``swiotlb=n``."""
+        p = plan_boot_pool(ram_bytes=ram, possible_cpus=cpus, cmdline=with_pool(cmdline, n))
+        return p.nslabs, max(p.nareas, 1)
+
+    def evaluate(n: int) -> tuple[int, int]:
         if progress is not None:
             progress(f"static pool of {n} slots")
-        return _trace_failures(trace, devs, n, nareas, start, through)
+        return _trace_failures(trace, devs, n, plan(n)[1], start, through)
 
-    unit = _unit(nareas)
-    min_slots = smallest_passing(peak, unit, failures, trials)
-    recommended = -(-int(min_slots * (1 + margin)) // unit) * unit
-    force = meta.force if meta is not None else True
+    trials: list[Trial] = []
+    smallest, recommended = search_pool(peak, lambda n: plan(n)[0], evaluate, margin, True, trials)
     driver = max(at_peak, key=lambda d: (at_peak[d], d)) if at_peak else "-"
     dynamic: dict[str, dict[str, int]] = {}
     for policy in policies:
@@ -259,19 +323,14 @@ def advise_trace(
             progress(f"simulating {policy}")
         dynamic[policy] = _dynamic_summary(simulate_trace(trace, policy, meta=meta, masks=full))
     return Advice(
-        target=trace.source, kind="trace", min_slots=min_slots, recommended_slots=recommended,
-        margin=margin, nareas=nareas, swiotlb=swiotlb_arg(recommended, force, nareas), force=force,
+        target=trace.source, kind="trace", min_slots=smallest, recommended_slots=recommended,
+        margin=margin, nareas=plan(recommended)[1], swiotlb=swiotlb_line(cmdline, recommended), force=force,
         peak_inflight_slots=peak, driver=driver, driver_slots=at_peak.get(driver, 0),
         per_device_peak_slots=own, dynamic=dynamic, trials=trials,
     )
 
 
 # -- scenarios -------------------------------------------------------------------------------
-def _with_pool(cmdline: str, slots: int, nareas: int, force: bool) -> str:
-    rest = _SWIOTLB_ARG.sub(" ", cmdline).strip()
-    return (rest + " " + swiotlb_arg(slots, force, nareas)).strip()
-
-
 class _DeviceGauge:
     """Wraps a simulation's map and unmap to follow slots in flight per device."""
 
@@ -332,20 +391,23 @@ def advise_scenario(
     machine = spec.machine
     param = parse_cmdline(machine.cmdline) if machine.cmdline else None
     force = bool(param is not None and param.force)
-    nareas = machine.cpus  # the kernel's default area count: one per CPU, rounded (spec §6)
-    nareas = 1 << (nareas - 1).bit_length()
     masks = {d.name: d.min_align_mask for d in spec.devices}
     gauge_peak = 0
     at_peak: dict[str, int] = {}
     own: dict[str, int] = {}
 
+    def sized(slots: int) -> Any:
+        cmd = with_pool(machine.cmdline, slots)
+        return dataclasses.replace(spec, machine=dataclasses.replace(machine, cmdline=cmd))
+
+    def kernel_pool(n: int) -> tuple[int, int]:
+        """(slots, areas) of the boot pool this machine's kernel makes for ``swiotlb=n``."""
+        mem = build_simulation(sized(n), "static", seed=0, duration_ns=duration_ns).policy.mem
+        return mem.nslabs, (mem.pools[-1].nareas if mem.pools else 1)
+
     def run(slots: int | None, seed: int, policy: str = "static") -> dict[str, Any]:
         nonlocal gauge_peak, at_peak
-        s = spec
-        if slots is not None:
-            cmd = _with_pool(machine.cmdline, slots, nareas, force)
-            s = dataclasses.replace(spec, machine=dataclasses.replace(machine, cmdline=cmd))
-        sim = build_simulation(s, policy, seed=seed, duration_ns=duration_ns)
+        sim = build_simulation(spec if slots is None else sized(slots), policy, seed=seed, duration_ns=duration_ns)
         gauge = _DeviceGauge(sim, masks) if policy == "static" and slots is None else None
         record = sim.run()
         if gauge is not None:
@@ -359,14 +421,15 @@ def advise_scenario(
         if progress is not None:
             progress(f"static, seed {seed}, the scenario's own pool")
         run(None, seed)
-    trials: list[tuple[int, int]] = []
 
-    def failures(n: int) -> int:
-        total = 0
+    def evaluate(n: int) -> tuple[int, int]:
+        """Failures summed over the seeds (stopping at the first that fails), the highest hiwater."""
+        total = hiwater = 0
         for seed in seeds:
             if progress is not None:
                 progress(f"static pool of {n} slots, seed {seed}")
-            failed = run(n, seed)["failures"]
+            record = run(n, seed)
+            failed = record["failures"]
             fixed = {k: v for k, v in failed.items() if k in ("too_large", "unaddressable") and v}
             if fixed:
                 raise Unservable(
@@ -376,13 +439,16 @@ def advise_scenario(
                     "the pool is out of the device's reach)"
                 )
             total += sum(failed.values())
+            hiwater = max(hiwater, int(record["hiwater_slots"]))
             if total:
                 break
-        return total
+        return total, hiwater
 
-    unit = _unit(nareas)
-    min_slots = smallest_passing(max(gauge_peak, 1), unit, failures, trials)
-    recommended = -(-int(min_slots * (1 + margin)) // unit) * unit
+    trials: list[Trial] = []
+    pow2 = get_profile(machine.profile).areas
+    smallest, recommended = search_pool(
+        max(gauge_peak, 1), lambda n: kernel_pool(n)[0], evaluate, margin, pow2, trials
+    )
     dynamic: dict[str, dict[str, int]] = {}
     for policy in policies:
         sums: dict[str, int] = {}
@@ -394,8 +460,8 @@ def advise_scenario(
         dynamic[policy] = {k: v // len(seeds) if k != "failures" else v for k, v in sums.items()}
     driver = max(at_peak, key=lambda d: (at_peak[d], d)) if at_peak else "-"
     return Advice(
-        target=spec.ref, kind="scenario", min_slots=min_slots, recommended_slots=recommended,
-        margin=margin, nareas=nareas, swiotlb=swiotlb_arg(recommended, force, nareas), force=force,
-        peak_inflight_slots=gauge_peak, driver=driver, driver_slots=at_peak.get(driver, 0),
+        target=spec.ref, kind="scenario", min_slots=smallest, recommended_slots=recommended,
+        margin=margin, nareas=kernel_pool(recommended)[1], swiotlb=swiotlb_line(machine.cmdline, recommended),
+        force=force, peak_inflight_slots=gauge_peak, driver=driver, driver_slots=at_peak.get(driver, 0),
         per_device_peak_slots=own, seeds=list(seeds), dynamic=dynamic, trials=trials,
     )

@@ -414,8 +414,10 @@ def _add_commands() -> None:
     from swiotlb.lab.bench_ab import ab_cmd, show_cmd
     from swiotlb.lab.bench_map import map_cmd
     from swiotlb.lab.capture import capture_cmd
+    from swiotlb.lab.sweep_cli import sweep_group
 
     main.add_command(capture_cmd)
+    main.add_command(sweep_group)
     bench_group.add_command(ab_cmd)
     bench_group.add_command(show_cmd)
     bench_group.add_command(map_cmd)
