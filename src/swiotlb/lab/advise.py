@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, MapFailure, SlotMapping, get_profile
-from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT, SLOT_LOW_MASK
+from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT
 from swiotlb.core.sizing import parse_cmdline, plan_boot_pool
 from swiotlb.traces.canonical import CanonicalTrace
 from swiotlb.traces.fidelity import PCI_SEG_BOUNDARY, bounced_rows, infer_min_align_masks
 from swiotlb.traces.meta import CaptureMeta
+from swiotlb.traces.stats import slots_for
 from swiotlb.traces.workload import simulate_trace
 
 DYNAMIC_POLICIES = ("linux-6.6", "adaptive", "lending", "rfc-v1")
@@ -253,8 +254,7 @@ def _trace_peaks(
         if not bounced[row] or c["failed"][row] or c["unmap_line"][row] < 0:
             continue
         dev = c["device"][row]
-        off = c["phys_addr"][row] & masks.get(names[dev], 0) & SLOT_LOW_MASK
-        n = (c["size"][row] + off + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        n = slots_for(c["size"][row], c["phys_addr"][row], masks.get(names[dev], 0))
         events.append((c["alloc_line"][row], 1, dev, n))
         events.append((c["unmap_line"][row], 0, dev, -n))
     events.sort()
@@ -343,8 +343,7 @@ class _DeviceGauge:
         inner_map, inner_unmap = sim.map, sim.unmap
 
         def slots(device: str, m: Any) -> int:
-            off = int(m.phys) & self.masks.get(device, 0) & SLOT_LOW_MASK
-            return (int(m.size) + off + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+            return slots_for(int(m.size), int(m.phys), self.masks.get(device, 0))
 
         def wrapped_map(device: str, size: int, direction: Any, **kw: Any) -> Any:
             then = kw.get("then")

@@ -416,32 +416,29 @@ class AdaptivePolicy(BouncePolicy):
         windows = self.knobs.small_demand_slabs > 0
         z = self._default
         if len(self._zones) == 1 and not self.large.deferred_pending and not z.waiters.ready:
-            # the usual case: only the default zone, and nothing due now
-            best: int | None = z.work_due
-            if z.idle_since:
-                t = min(z.idle_since.values()) + idle_ns
-                if best is None or t < best:
-                    best = t
-            if windows and z.mem.pools:
-                t = z.window_start + idle_ns
-                if best is None or t < best:
-                    best = t
-            return best
+            return self._zone_deadline(z, idle_ns, windows)  # the usual case: nothing due now
         best = self.env.now() if self.large.deferred_pending else None
         for z in self._zones.values():
             if z.waiters.ready:
                 now = self.env.now()
                 best = now if best is None else min(best, now)
-            if z.work_due is not None and (best is None or z.work_due < best):
-                best = z.work_due
-            if z.idle_since:
-                t = min(z.idle_since.values()) + idle_ns
-                if best is None or t < best:
-                    best = t
-            if windows and z.mem.pools:
-                t = z.window_start + idle_ns
-                if best is None or t < best:
-                    best = t
+            t = self._zone_deadline(z, idle_ns, windows)
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    @staticmethod
+    def _zone_deadline(z: BounceZone, idle_ns: int, windows: bool) -> int | None:
+        """One zone's earliest timed work: its worker, its oldest idle pool, its quiet window."""
+        best: int | None = z.work_due
+        if z.idle_since:
+            t = min(z.idle_since.values()) + idle_ns
+            if best is None or t < best:
+                best = t
+        if windows and z.mem.pools:
+            t = z.window_start + idle_ns
+            if best is None or t < best:
+                best = t
         return best
 
     def _shrink(self, zone: BounceZone, now: int) -> int:
