@@ -317,3 +317,85 @@ def test_the_rows_have_typed_columns(local_run: tuple[Path, Path]) -> None:
 def test_parse_sweep_takes_a_document() -> None:
     spec = parse_sweep({"sweep": {"scenarios": ["S6"], "policies": ["static"]}}, "doc")
     assert spec.name == "doc" and len(spec.cells) == 1 and spec.cells[0].pool_slots is None
+
+
+# -- knob axes and a cluster started apart from the sweep -----------------------------------------
+KNOBS = """
+[sweep]
+scenarios = ["S14"]
+policies = ["adaptive"]
+seeds = [3]
+duration = "100ms"
+[knobs.adaptive]
+high_watermark = [0.5, 0.9]
+"""
+
+
+def test_a_knob_axis_runs_each_value_as_a_scenario_file_would(tmp_path: Path) -> None:
+    from importlib import resources
+
+    from swiotlb.lab.runner import run_scenario
+    from swiotlb.workloads.scenario import parse_text
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(sweep_group, [str(write(tmp_path, KNOBS)), "--out", str(out), "-j", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    frame = load_results(out).sort("knob_high_watermark")
+    assert frame["knob_high_watermark"].to_list() == [0.5, 0.9]
+    records = [json.loads(r) for r in frame["record_json"]]
+    assert records[0] != records[1]  # the knob reaches the policy and changes the run
+    text = resources.files("swiotlb.workloads.scenarios").joinpath("S14-throttle-vs-net.toml").read_text()
+    assert "[policy.adaptive]" not in text  # the cell's knob table is the only one
+    for value, record in zip((0.5, 0.9), records):
+        spec = parse_text(f"{text}\n[policy.adaptive]\nhigh_watermark = {value}\n", "S14+knob.toml")
+        direct = run_scenario(spec, "adaptive", seed=3, duration_ns=100_000_000)
+        assert json.dumps(direct, sort_keys=True) == json.dumps(record, sort_keys=True)
+
+
+def test_a_sweep_runs_on_a_dask_scheduler_at_a_tcp_address(local_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """``--dask tcp://HOST:PORT``: a scheduler and a worker started as their own processes, as on a
+    cluster; the results equal the local pool's."""
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed", reason="dask[distributed] is part of the test extra")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--dashboard-address", ":0", "--no-show"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--nworkers", "2", "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        spec, local = local_run
+        out = tmp_path / "remote"
+        result = CliRunner().invoke(sweep_group, [str(spec), "--out", str(out), "--dask", address, "-q"])
+        assert result.exit_code == 0, result.output
+        assert load_results(out).equals(load_results(local))
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            proc.wait(timeout=30)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(local_run: tuple[Path, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import swiotlb.lab.sweep as sweep
+
+    pytest.importorskip("distributed", reason="dask[distributed] is part of the test extra")
+    monkeypatch.setattr(sweep, "DASK_CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    spec, _ = local_run
+    address = f"tcp://127.0.0.1:{port}"
+    result = CliRunner().invoke(sweep_group, [str(spec), "--out", str(tmp_path / "x"), "--dask", address, "-q"])
+    assert result.exit_code == 1
+    assert f"--dask: {address}: cannot reach a Dask scheduler" in result.output

@@ -60,6 +60,8 @@ TOP_KEYS = ("sweep", "knobs")
 SLOT_BYTES = 1 << IO_TLB_SHIFT
 MANIFEST = "manifest.sqlite"
 CELLS_DIR = "cells"
+DASK_CONNECT_TIMEOUT_S = 10
+"""How long ``--dask ADDRESS`` waits for the scheduler before it gives up."""
 
 
 class SweepError(ScenarioError):
@@ -642,7 +644,11 @@ def dask_executor(address: str, workers: int) -> Iterator[Executor]:
                                dashboard_address=None, silence_logs=logging.ERROR)
         client = distributed.Client(cluster)
     else:
-        client = distributed.Client(address)
+        try:
+            client = distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SweepError("--dask", address, f"cannot reach a Dask scheduler there within "
+                                                f"{DASK_CONNECT_TIMEOUT_S} s ({exc})") from None
     try:
         yield client.get_executor(pure=False)
     finally:
