@@ -16,6 +16,7 @@ from swiotlb.core.sizing import (
     arm64_kmalloc_bounce_bytes,
     coco_pool_bytes,
     get_order,
+    halving_sizes,
     late_pool_plan,
     limit_nareas,
     max_mapping_size,
@@ -577,3 +578,22 @@ def test_alloc_pool_plan(nslabs: int, nareas: int, free: int | None, want: tuple
 def test_alloc_pool_plan_64k_pages_has_a_large_cap() -> None:
     assert alloc_pool_plan(32768, 16, page_size=65536, max_page_order=13) == (32768, 16)
     assert alloc_pool_plan(3, 1, minslabs=3, max_free_order=-1) is None  # transient pools never halve
+
+
+def test_halving_sizes_are_the_kernels_retry_sequence() -> None:
+    # 64 MiB down to the 1 MiB floor: every halving stays whole segments and the floor is tried
+    assert list(halving_sizes(32768, 512)) == [32768, 16384, 8192, 4096, 2048, 1024, 512]
+    # odd sizes round each half up to a whole 128-slot segment
+    assert list(halving_sizes(1000, 300)) == [1000, 512, 256]
+    # a size already at the floor is tried once
+    assert list(halving_sizes(384, 384)) == [384]
+    # below one segment the kernel would retry 128 for ever; the sequence stops
+    assert list(halving_sizes(256, 8)) == [256, 128]
+
+
+@given(st.integers(1, 1 << 20), st.integers(0, 1 << 20))
+def test_halving_sizes_shrink_to_the_floor(nslabs: int, minslabs: int) -> None:
+    sizes = list(halving_sizes(nslabs, minslabs))
+    assert sizes[0] == nslabs
+    assert all(b < a and b % IO_TLB_SEGSIZE == 0 for a, b in zip(sizes, sizes[1:]))
+    assert sizes[-1] <= minslabs or sizes[-1] <= IO_TLB_SEGSIZE

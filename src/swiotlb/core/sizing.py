@@ -16,6 +16,7 @@ Names follow the kernel functions they model so tests can check each rule on its
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from swiotlb.core.constants import (
@@ -45,6 +46,7 @@ __all__ = [
     "adjust_nareas",
     "adjust_size",
     "alloc_pool_plan",
+    "halving_sizes",
     "arm64_kmalloc_bounce_bytes",
     "coco_pool_bytes",
     "get_order",
@@ -662,13 +664,14 @@ def plan_boot_pool(
     if nslabs == 0:
         return stop("0 slabs with areas already set: the kernel would divide by zero setting up areas "
                     "(not modelled)", force_bounce)
-    nareas = limit_nareas(boot.default_nareas, nslabs)
-    while low_mem_contiguous is not None and align_up(nslabs << IO_TLB_SHIFT, page_size) > low_mem_contiguous:
-        if nslabs <= IO_TLB_MIN_SLABS:
+    if low_mem_contiguous is not None:
+        for nslabs in halving_sizes(nslabs, IO_TLB_MIN_SLABS):
+            if align_up(nslabs << IO_TLB_SHIFT, page_size) <= low_mem_contiguous:
+                break
+        else:
             return stop(f"the boot allocator cannot provide even {nslabs} slabs "
                         f"({_human(nslabs << IO_TLB_SHIFT)}) contiguous", force_bounce)
-        nslabs = align_up(nslabs >> 1, IO_TLB_SEGSIZE)
-        nareas = limit_nareas(nareas, nslabs)
+    nareas = limit_nareas(boot.default_nareas, nslabs)
     if nslabs != boot.default_nslabs:
         boot.log.append(
             f"{LOG_PREFIX}SWIOTLB bounce buffer size adjusted {boot.default_nslabs} -> {nslabs} slabs"
@@ -789,12 +792,26 @@ def alloc_pool_plan(
     if nslabs > cap:
         nslabs = cap
         nareas = limit_nareas(nareas, nslabs)
-    while not _order_ok(get_order(nslabs << IO_TLB_SHIFT, page_size), max_page_order, max_free_order):
+    for size in halving_sizes(nslabs, minslabs):
+        if _order_ok(get_order(size << IO_TLB_SHIFT, page_size), max_page_order, max_free_order):
+            return size, limit_nareas(nareas, size)
+    return None
+
+
+def halving_sizes(nslabs: int, minslabs: int) -> Iterator[int]:
+    """The pool sizes the kernel tries in turn when an allocation fails (spec §1.5, §5.4):
+    ``nslabs``, then halves rounded up to whole 128-slot segments, the last one at or below
+    ``minslabs``. One generator for the boot pool, the plan and the policies' growth, so that
+    the three cannot drift apart.
+
+    With ``minslabs`` below one segment the kernel would retry the same size for ever; the
+    sequence stops there instead (no caller of the kernel's does this).
+    """
+    while True:
+        yield nslabs
         if nslabs <= minslabs:
-            return None
+            return
         halved = align_up(nslabs >> 1, IO_TLB_SEGSIZE)
-        if halved >= nslabs:  # minslabs < 128: the kernel would retry forever (no caller does this)
-            return None
+        if halved >= nslabs:
+            return
         nslabs = halved
-        nareas = limit_nareas(nareas, nslabs)
-    return nslabs, nareas

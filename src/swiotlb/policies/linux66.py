@@ -27,8 +27,8 @@ from typing import Any
 
 from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 from swiotlb.core.allocator import DmaParams
-from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SHIFT, align_up, nr_slots
-from swiotlb.core.sizing import fit_nareas
+from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SHIFT, nr_slots
+from swiotlb.core.sizing import fit_nareas, halving_sizes
 from swiotlb.policies.base import BouncePolicy, PolicyDevice
 from swiotlb.policies.env import PolicyEnv
 
@@ -47,13 +47,12 @@ def alloc_pool(
     cap = max_slabs if max_slabs is not None else (env.page_size >> IO_TLB_SHIFT) << env.pages.max_order
     if nslabs > cap:
         nslabs = cap
-    while True:
+    for nslabs in halving_sizes(nslabs, minslabs):
         tlb = env.alloc_bounce(nslabs << IO_TLB_SHIFT, limit=limit, may_sleep=may_sleep, owner="swiotlb")
         if tlb is not None:
             break
-        if nslabs <= minslabs:
-            return None
-        nslabs = align_up(nslabs >> 1, 128)
+    else:
+        return None
     try:
         return IoTlbPool(
             tlb, nslabs, fit_nareas(nareas, nslabs), late_alloc=True, transient=transient,
