@@ -58,6 +58,7 @@ from swiotlb.policies.base import (
     BouncePolicy,
     BufferMapping,
     DeferredRetry,
+    EventCounts,
     PolicyDevice,
     PoolHandle,
 )
@@ -154,7 +155,7 @@ class AdaptivePolicy(BouncePolicy):
         self.knobs = AdaptiveKnobs(**knobs)
         self.env = env
         self._lock = threading.RLock()
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts = EventCounts()
         self.top_of_ram = env.pages.total_bytes - 1
         if self.knobs.min_grow_slabs is not None:
             self.min_grow_slabs = self.knobs.min_grow_slabs
@@ -205,7 +206,7 @@ class AdaptivePolicy(BouncePolicy):
                 )
                 zone = self._setup_zone(mem, limit)
                 self._zones[limit] = zone
-                self.counts["zones"] += 1
+                self.counts.add("zones")
             return zone
 
     def attach_device(self, dev: PolicyDevice) -> None:
@@ -227,7 +228,7 @@ class AdaptivePolicy(BouncePolicy):
             if buf is not None:
                 self._uses.add(dev.name)
                 return BufferMapping(buf.phys, buf)
-            self.counts["large_failed"] += 1  # the slot search below reports it as too large
+            self.counts.add("large_failed")  # the slot search below reports it as too large
         return self._map_slots(dev, orig_addr, size, alloc_align_mask, cpu, may_sleep, alloc_size)
 
     def _needs_buffer(self, dev: PolicyDevice, size: int, alloc_align_mask: int, alloc_size: int | None) -> bool:
@@ -299,7 +300,7 @@ class AdaptivePolicy(BouncePolicy):
                         break
                     slot = zone.mem.search_pool_area(dev, pool, a, orig_addr, size, alloc_align_mask)
                 if slot >= 0:
-                    self.counts["sync_growths_used"] += 1
+                    self.counts.add("sync_growths_used")
                     return pool, slot
         if zone.mem.nslabs or not zone.quiet(self.knobs.small_demand_slabs):
             self._schedule(zone)  # a quiet zone without pools stays so: no worker
@@ -307,13 +308,13 @@ class AdaptivePolicy(BouncePolicy):
             return None
         made = make_transient(self.env, zone.mem, dev, orig_addr, size, alloc_align_mask, zone.limit)
         if isinstance(made, str):
-            self.counts[made] += 1
+            self.counts.add(made)
             return None
         pool, slot = made
         with self._lock:
             zone.transient[getattr(dev, "name", "")].insert(0, pool)
             self._zone_of_pool[id(pool)] = zone
-        self.counts["transient_created"] += 1
+        self.counts.add("transient_created")
         return pool, slot
 
     # -- growth and shrinking --------------------------------------------------------------
@@ -333,13 +334,13 @@ class AdaptivePolicy(BouncePolicy):
             zone.limit, may_sleep=True, transient=False, max_slabs=self.knobs.max_grow_slabs,
         )
         if pool is None:
-            self.counts["growth_failed"] += 1
+            self.counts.add("growth_failed")
             return None
         zone.mem.add_pool(pool)
         with self._lock:
             self._zone_of_pool[id(pool)] = zone
             zone.idle_since[id(pool)] = self.env.now()
-        self.counts["pools_created"] += 1
+        self.counts.add("pools_created")
         zone.waiters.kick()
         return pool
 
@@ -347,7 +348,7 @@ class AdaptivePolicy(BouncePolicy):
         with self._lock:
             if zone.work_due is None:
                 zone.work_due = self.env.now() + self.knobs.worker_delay_ns
-                self.counts["worker_scheduled"] += 1
+                self.counts.add("worker_scheduled")
 
     def run_deferred(self) -> int:
         """The worker, in process context; returns actions taken. In order: frees of large
@@ -467,7 +468,7 @@ class AdaptivePolicy(BouncePolicy):
             self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=True, owner="swiotlb")
         else:  # the boot pool: memory reserved at boot
             self.env.free_boot_pool(pool.start, pool.nslabs << IO_TLB_SHIFT)
-        self.counts["pools_freed"] += 1
+        self.counts.add("pools_freed")
 
     # -- release and lookups ---------------------------------------------------------------
     def release(
@@ -490,7 +491,7 @@ class AdaptivePolicy(BouncePolicy):
                 zone.transient[dev.name].remove(pool)
                 self._zone_of_pool.pop(id(pool), None)
             drop_transient(self.env, zone.mem, pool)
-            self.counts["transient_freed"] += 1
+            self.counts.add("transient_freed")
         elif not pool.areas[((tlb_addr - pool.start) >> IO_TLB_SHIFT) // pool.area_nslabs].used and not pool.used:
             # the pool went idle. Usually the released slots' area still has slots in use, which
             # says no in one look; pool.used sums every area.
@@ -560,7 +561,7 @@ class AdaptivePolicy(BouncePolicy):
         enc = self.env.encryption.stats
         return {
             **super().stats(),
-            **dict(self.counts),
+            **self.counts.snapshot(),
             "zones": len(self._zones),
             "pools": sum(len(z.mem.pools) for z in self._zones.values()),
             "reserved_bytes": reserved,

@@ -32,7 +32,9 @@ What the interface hands a policy, and why:
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol, TypeAlias
 
@@ -77,6 +79,33 @@ class PolicyDevice(Protocol):
     def dma_limit(self) -> int:
         """``min_not_zero(dma_mask, bus_dma_limit)``: the highest address the device reaches."""
         ...
+
+
+class EventCounts:
+    """A policy's named event counts (pools created, growths failed, ...), safe to bump from
+    many threads: ``d[key] += 1`` is a read, an add and a store, and two threads that
+    interleave there lose a count. Reading a missing key gives 0 and adds nothing."""
+
+    __slots__ = ("_counts", "_lock")
+
+    def __init__(self) -> None:
+        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def __getitem__(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts so far, as a plain dict (one consistent copy)."""
+        with self._lock:
+            return dict(self._counts)
+
+    def __repr__(self) -> str:
+        return f"EventCounts({self.snapshot()!r})"
 
 
 class BouncePolicy(ABC):

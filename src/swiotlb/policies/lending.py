@@ -47,14 +47,13 @@ deltas around each claim.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from typing import Any, ClassVar
 
 from swiotlb.core import IoTlbMem, IoTlbPool, MapFailure, MapRefused, SlotMapping
 from swiotlb.core.sizing import fit_nareas
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SHIFT, IO_TLB_SIZE
 from swiotlb.memory import GFP_KERNEL, Gfp
-from swiotlb.policies.base import BouncePolicy, PolicyDevice
+from swiotlb.policies.base import BouncePolicy, EventCounts, PolicyDevice
 from swiotlb.policies.env import PolicyEnv
 
 OWNER = "swiotlb-lending"  # page-allocator owner of claimed chunks
@@ -141,7 +140,7 @@ class LendingPolicy(BouncePolicy):
         self.nareas = fit_nareas(nareas or mem.default_nareas, self.chunk_nslabs)
         self.atomic_refill = atomic_refill
         self.worker_delay_ns = worker_delay_ns
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts = EventCounts()
         self._lock = threading.Lock()
         self._chunks: list[IoTlbPool] = []  # claimed from the region, oldest first
         self._chunk_ids: set[int] = set()
@@ -175,14 +174,14 @@ class LendingPolicy(BouncePolicy):
                 self.chunk_bytes, limit=top, gfp=GFP_KERNEL | Gfp.NOWARN, owner=OWNER, cma_only=True
             )
             self.env.count_page_alloc(self.chunk_bytes)
-            self.counts["migrated_pages"] += pages.stats.migrated_pages - migrated
-            self.counts["migration_cost_ns"] += pages.stats.migration_cost_ns - cost
+            self.counts.add("migrated_pages", pages.stats.migrated_pages - migrated)
+            self.counts.add("migration_cost_ns", pages.stats.migration_cost_ns - cost)
             if phys is not None and not self.region_start <= phys < self.region_end:
                 pages.free_contig(phys)  # a lower CMA region answered: not ours to use
-                self.counts["foreign_claims"] += 1
+                self.counts.add("foreign_claims")
                 phys = None
             if phys is None:
-                self.counts["claim_failures"] += 1
+                self.counts.add("claim_failures")
                 return None
             if self.env.coco:  # once per chunk, never per mapping
                 enc.set_decrypted(phys, self.chunk_bytes // pages.page_size, may_sleep=True)
@@ -194,7 +193,7 @@ class LendingPolicy(BouncePolicy):
             self._chunks.append(pool)
             self._chunk_ids.add(id(pool))
             self._idle[pool] = self.env.now()
-            self.counts["chunks_claimed"] += 1
+            self.counts.add("chunks_claimed")
             return pool
 
     def _give_back(self, pool: IoTlbPool) -> None:
@@ -206,7 +205,7 @@ class LendingPolicy(BouncePolicy):
         if self.env.coco:
             self.env.encryption.set_encrypted(pool.start, self.chunk_bytes // self.env.page_size, may_sleep=True)
         self.env.pages.free_contig(pool.start)
-        self.counts["chunks_returned"] += 1
+        self.counts.add("chunks_returned")
 
     def run_deferred(self) -> int:
         """Process context: a scheduled refill claim, then idle chunks past ``idle_ns``; returns items run."""
@@ -218,7 +217,7 @@ class LendingPolicy(BouncePolicy):
             if refill:
                 self._refill_due = self._refill_limit = None
         if refill:
-            self.counts["deferred_claims"] += 1
+            self.counts.add("deferred_claims")
             self._claim(limit)
             ran += 1
         with self._lock:
@@ -274,26 +273,26 @@ class LendingPolicy(BouncePolicy):
     ) -> SlotMapping | MapRefused:
         """Claim a chunk for a sleeping caller and retry; an atomic caller fails (and may schedule a claim)."""
         if refused.cause not in (MapFailure.FULL, MapFailure.NO_POOL):
-            self.counts["failed_too_large" if refused.cause is MapFailure.TOO_LARGE else "failed_other"] += 1
+            self.counts.add("failed_too_large" if refused.cause is MapFailure.TOO_LARGE else "failed_other")
             return refused
         limit: int | None = getattr(dev, "dma_limit", None)
         if not may_sleep:
-            self.counts["failed_atomic"] += 1
+            self.counts.add("failed_atomic")
             if self.atomic_refill:
                 with self._lock:
                     if self._refill_due is None:
                         self._refill_due = self.env.now() + self.worker_delay_ns
-                        self.counts["refills_scheduled"] += 1
+                        self.counts.add("refills_scheduled")
                     if limit is not None:
                         old = self._refill_limit
                         self._refill_limit = limit if old is None else min(old, limit)
             return refused
         if self._claim(limit) is None:
-            self.counts["failed_claim"] += 1
+            self.counts.add("failed_claim")
             return refused
         r = self.search(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
         if type(r) is MapRefused:
-            self.counts["failed_claim"] += 1
+            self.counts.add("failed_claim")
         return r
 
     def release(self, dev: PolicyDevice, tlb_addr: int, pool: IoTlbPool | None = None) -> int:
@@ -323,10 +322,10 @@ class LendingPolicy(BouncePolicy):
     def stats(self) -> dict[str, Any]:
         reserved, in_use = self.footprint()
         enc = self.env.encryption.stats
-        failures = sum(v for k, v in self.counts.items() if k.startswith("failed_"))
+        failures = sum(v for k, v in self.counts.snapshot().items() if k.startswith("failed_"))
         return {
             **super().stats(),
-            **dict(self.counts),
+            **self.counts.snapshot(),
             "failures": failures,
             "chunks": len(self._chunks),
             "region_bytes": self.region_bytes,

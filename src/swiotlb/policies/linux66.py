@@ -29,7 +29,7 @@ from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 from swiotlb.core.allocator import DmaParams
 from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SHIFT, nr_slots
 from swiotlb.core.sizing import fit_nareas, halving_sizes
-from swiotlb.policies.base import BouncePolicy, PolicyDevice
+from swiotlb.policies.base import BouncePolicy, EventCounts, PolicyDevice
 from swiotlb.policies.env import PolicyEnv
 
 DEFAULT_WORKER_DELAY_NS = 100_000  # schedule_work to the worker running: a wake-up, assumed
@@ -140,7 +140,7 @@ class Linux66Policy(BouncePolicy):
         self._work_due: int | None = None
         self._transient: dict[str, list[IoTlbPool]] = defaultdict(list)
         self._uses_io_tlb: set[str] = set()
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts = EventCounts()
 
     # -- the search and its fallbacks ------------------------------------------------------
     def search(
@@ -162,13 +162,13 @@ class Linux66Policy(BouncePolicy):
         limit: int | None = getattr(dev, "dma_limit", None)
         made = make_transient(self.env, self.mem, dev, orig_addr, size, alloc_align_mask, limit)
         if isinstance(made, str):
-            self.counts[made] += 1
+            self.counts.add(made)
             return None
         pool, slot = made
         name = getattr(dev, "name", "")
         with self._lock:
             self._transient[name].insert(0, pool)
-        self.counts["transient_created"] += 1
+        self.counts.add("transient_created")
         return pool, slot
 
     def _schedule_worker(self) -> None:
@@ -177,7 +177,7 @@ class Linux66Policy(BouncePolicy):
         with self._lock:
             if self._work_due is None:
                 self._work_due = self.env.now() + self.worker_delay_ns
-                self.counts["worker_scheduled"] += 1
+                self.counts.add("worker_scheduled")
 
     # -- pools -----------------------------------------------------------------------------
     def run_deferred(self) -> int:
@@ -192,10 +192,10 @@ class Linux66Policy(BouncePolicy):
             self.mem.phys_limit, may_sleep=True, transient=False,
         )
         if pool is None:
-            self.counts["worker_failed"] += 1  # "Failed to allocate new pool"
+            self.counts.add("worker_failed")  # "Failed to allocate new pool"
         else:
             self.mem.add_pool(pool)
-            self.counts["pools_created"] += 1
+            self.counts.add("pools_created")
         return 1
 
     @property
@@ -218,7 +218,7 @@ class Linux66Policy(BouncePolicy):
         with self._lock:
             self._transient[dev.name].remove(pool)
         drop_transient(self.env, self.mem, pool)
-        self.counts["transient_freed"] += 1
+        self.counts.add("transient_freed")
         return n
 
     def find_pool(self, dev: PolicyDevice, paddr: int) -> IoTlbPool | None:
@@ -239,7 +239,7 @@ class Linux66Policy(BouncePolicy):
         enc = self.env.encryption.stats
         return {
             **super().stats(),
-            **dict(self.counts),
+            **self.counts.snapshot(),
             "pools": len(self.mem.pools),
             "reserved_bytes": reserved,
             "in_use_bytes": in_use,
