@@ -206,3 +206,27 @@ def test_start_checks_cpu_and_device() -> None:
         FakeSim().add(Fio("j", "d0", cpu=4)).run()
     with pytest.raises(KeyError, match="nope"):
         FakeSim().add(Fio("j", "nope")).run()
+
+
+def test_latency_jitter_spreads_each_service_time_and_leaves_the_sizes_alone() -> None:
+    steady = DeviceSpec("d0", latency_ns=5_000, bandwidth=4_000_000_000)
+    jittery = DeviceSpec("d0", latency_ns=5_000, bandwidth=4_000_000_000, latency_jitter_ns=2_000)
+    runs = []
+    for dev in (steady, jittery):
+        sim = FakeSim([dev], end_ns=2 * MS, map_ns=300, seed=7)
+        sim.add(Fio("j", "d0", bs=((4096, 1), (131072, 1)), iodepth=1, jobs=1))
+        sim.run()
+        runs.append([m for m in sim.maps if m.unmapped_ns is not None])
+    plain, spread = runs
+    extra = [m.unmapped_ns - m.ready_ns - jittery.service_ns(m.size) for m in spread]
+    assert all(0 <= e <= 2_000 for e in extra) and len(set(extra)) > len(extra) // 2
+    assert abs(sum(extra) / len(extra) - 1_000) < 150  # uniform on [0, 2000]: mean 1000
+    assert all(m.unmapped_ns - m.ready_ns == steady.service_ns(m.size) for m in plain)
+    # the jitter has its own stream: the size sequence is the same I/O for I/O
+    n = min(len(plain), len(spread))
+    assert [m.size for m in plain[:n]] == [m.size for m in spread[:n]]
+
+
+def test_negative_jitter_is_refused() -> None:
+    with pytest.raises(ValueError, match="latency_jitter_ns = -1: must be >= 0"):
+        DeviceSpec("d0", latency_jitter_ns=-1)

@@ -160,15 +160,16 @@ def test_machine_device_policy_costs() -> None:
     text = BASE.replace('ram = "8G"', 'ram = "2G"\ncpus = 4\narch = "arm64"\npage_size = "64K"\n'
                         'zone_dma_bits = 30\ncma = [["256M", "256M"]]\ncmdline = "swiotlb=force"')
     text = text.replace('latency = "10us"', 'latency_ns = 5000\nmin_align_mask = 0xFFF\n'
-                        'seg_boundary_mask = "0xFFFF"\nbandwidth = "400M/s"\ndma_bits = 32')
+                        'seg_boundary_mask = "0xFFFF"\nbandwidth = "400M/s"\ndma_bits = 32\n'
+                        'latency_jitter = "1.5us"')
     after = ('[policy.adaptive]\ninitial_slabs = 1024\nidle = "5s"\n'
               'high_watermark = 1\n[costs]\ncopy_bytes_per_us = 5000\nconversion_call = "30us"\n')
     spec = parse_text('policies = ["static", "adaptive"]\n' + text + after, "t.toml")
     m, d = spec.machine, spec.devices[0]
     assert (m.ram, m.cpus, m.arch, m.page_size, m.zone_dma_bits) == (2 << 30, 4, "arm64", 65536, 30)
     assert m.cma == ((256 << 20, 256 << 20),) and m.cmdline == "swiotlb=force"
-    assert (d.latency_ns, d.min_align_mask, d.seg_boundary_mask, d.bandwidth, d.dma_bits) == (
-        5000, 0xFFF, 0xFFFF, 400 << 20, 32)
+    assert (d.latency_ns, d.min_align_mask, d.seg_boundary_mask, d.bandwidth, d.dma_bits, d.latency_jitter_ns) == (
+        5000, 0xFFF, 0xFFFF, 400 << 20, 32, 1500)
     assert spec.policies == ("static", "adaptive")
     assert dict(spec.policy_options["adaptive"]) == {"initial_slabs": 1024, "idle_ns": 5 * 10**9,
                                                       "high_watermark": 1.0}

@@ -63,7 +63,11 @@ class DeviceSpec:
     xhci on it, 64 for virtio with ACCESS_PLATFORM). ``min_align_mask`` is 0xFFF for NVMe
     (spec §3.3). The service time of a request of ``n`` bytes is ``latency_ns`` plus ``n``
     bytes at ``bandwidth`` bytes per second (0: no transfer-time term), the time from the
-    map to the completion that unmaps it.
+    map to the completion that unmaps it. ``latency_jitter_ns`` adds to each request a whole
+    number of ns drawn uniformly from ``[0, latency_jitter_ns]`` from the workload's own
+    ``<workload>/jitter`` stream: no device serves two requests in exactly the same time, and
+    without that spread closed-loop jobs that start together fall into lock-step after their
+    first round and stop contending for the area locks (S11).
     """
 
     name: str
@@ -74,6 +78,7 @@ class DeviceSpec:
     latency_ns: int = 10_000
     bandwidth: int = 0
     coherent: bool = True
+    latency_jitter_ns: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -82,6 +87,8 @@ class DeviceSpec:
             raise ValueError(f"device {self.name!r}: dma_bits = {self.dma_bits}: expected 12..64")
         if self.latency_ns < 0:
             raise ValueError(f"device {self.name!r}: latency_ns = {self.latency_ns}: must be >= 0")
+        if self.latency_jitter_ns < 0:
+            raise ValueError(f"device {self.name!r}: latency_jitter_ns = {self.latency_jitter_ns}: must be >= 0")
         if self.bandwidth < 0:
             raise ValueError(f"device {self.name!r}: bandwidth = {self.bandwidth}: must be >= 0")
         if self.seg_boundary_mask & (self.seg_boundary_mask + 1):

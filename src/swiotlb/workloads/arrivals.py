@@ -78,7 +78,7 @@ class Poisson:
         if self.start_ns >= stop:
             return
         at, map_, unmap = sim.engine.at, sim.map, sim.unmap
-        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev)
+        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev, sim.rng(f"{self.name}/jitter"))
         cpus = cpu_draws(sim.rng(f"{self.name}/cpu"), sim.cpus)
         dev_name, direction = self.device, DIRECTIONS[self.direction]
         may_sleep, offset = self.may_sleep, self.offset
@@ -144,7 +144,7 @@ class Leak:
         if self.start_ns >= stop:
             return
         map_, count = sim.map, sim.count
-        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev)
+        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev, sim.rng(f"{self.name}/jitter"))
         cpus = cpu_draws(sim.rng(f"{self.name}/cpu"), sim.cpus)
         dev_name, direction, may_sleep = self.device, DIRECTIONS[self.direction], self.may_sleep
         key = f"{self.name}/leaked"

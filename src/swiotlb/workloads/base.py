@@ -257,9 +257,16 @@ def draws(rng: Random, population: Sequence[T], weights: Sequence[float] | None 
     return itertools.chain.from_iterable(iter(batch, None))
 
 
-def size_draws(rng: Random, mix: SizeMix, dev: DeviceSpec) -> Iterator[tuple[int, int]]:
-    """``(size, service_ns(size))`` pairs drawn from ``mix``: the service time is precomputed."""
-    return draws(rng, [(s, dev.service_ns(s)) for s, _ in mix], [float(w) for _, w in mix])
+def size_draws(rng: Random, mix: SizeMix, dev: DeviceSpec, jitter: Random) -> Iterator[tuple[int, int]]:
+    """``(size, service time)`` pairs drawn from ``mix``: ``service_ns(size)`` is precomputed,
+    and a device with ``latency_jitter_ns`` adds its spread from the ``jitter`` stream (which
+    a device without it leaves untouched)."""
+    pairs = draws(rng, [(s, dev.service_ns(s)) for s, _ in mix], [float(w) for _, w in mix])
+    spread = dev.latency_jitter_ns
+    if not spread:
+        return pairs
+    randint = jitter.randint
+    return ((size, svc + randint(0, spread)) for size, svc in pairs)
 
 
 def cpu_draws(rng: Random, cpus: int) -> Iterator[int]:

@@ -60,7 +60,7 @@ class Frames:
         if self.start_ns >= stop:
             return
         map_, unmap, count = sim.map, sim.unmap, sim.count
-        sizes = size_draws(sim.rng(f"{self.name}/size"), self.size, dev)
+        sizes = size_draws(sim.rng(f"{self.name}/size"), self.size, dev, sim.rng(f"{self.name}/jitter"))
         dev_name, direction, may_sleep, cpu = self.device, DIRECTIONS[self.direction], self.may_sleep, self.cpu
         held: deque[Any] = deque()  # the last `buffers` frames, oldest first (None: dropped)
         buffers, start_ns, end = self.buffers, self.start_ns, sim.end_ns

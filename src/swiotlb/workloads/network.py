@@ -72,7 +72,8 @@ class Net:
         rings: list[deque[Any]] = [deque() for _ in range(nq)]
         short = [self.rx_ring] * nq  # buffers each ring is missing
         dev_name, rx_buf, tx_frame, tx_burst = self.device, self.rx_buf, self.tx_frame, self.tx_burst
-        tx_svc = dev.service_ns(tx_frame)
+        tx_svc, spread = dev.service_ns(tx_frame), dev.latency_jitter_ns
+        jitter = sim.rng(f"{name}/jitter").randint
         rx_dir, tx_dir = DmaDirection.FROM_DEVICE, DmaDirection.TO_DEVICE
         refill_key, rx_drop_key, tx_drop_key = f"{name}/rx_refill_failed", f"{name}/rx_dropped", f"{name}/tx_dropped"
 
@@ -121,7 +122,7 @@ class Net:
                     if m is None:
                         count(tx_drop_key)
                     else:
-                        at(m.ready_ns + tx_svc, functools.partial(unmap, m))
+                        at(m.ready_ns + tx_svc + (jitter(0, spread) if spread else 0), functools.partial(unmap, m))
 
             engine.add_source(
                 poisson_arrivals(sim.rng(f"{name}/tx"), on_tx, self.tx_pps / tx_burst, self.start_ns, stop),

@@ -115,7 +115,7 @@ class Fio:
         end = sim.end_ns
         map_, unmap, observe, count = sim.map, sim.unmap, sim.observe, sim.count
         pending = pending_sentinel()
-        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev)
+        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev, sim.rng(f"{self.name}/jitter"))
         dirs = self._directions(sim)
         dev_name, may_sleep, offset = self.device, self.may_sleep, self.offset
         requeue, think, defer = self.requeue_ns, self.think_ns, self.defer
