@@ -41,6 +41,13 @@ from swiotlb.core.search import (
 from swiotlb.core.search import _AT_LEAST, _BLK_SHIFT, _DESC, _SEG_SHIFT, _ZEROS  # shared by the hot paths
 
 
+CROWDED = -2
+"""What an area search returns when the roomy-first walk left a crowded area for later."""
+_SMALL_SLOTS = 8
+"""Roomy-first walk: maps of at most this many slots (16 KiB) keep their own hints, apart from
+larger ones, so a 4 KiB map does not take the head of a freed 128 KiB run (leaving 62 slots that
+no 128 KiB map can use, which the next large map's next-fit loop must walk past)."""
+
 # (align_mask, iotlb_mask, stride, period without orig, period with orig, fast, boundary mask,
 #  window slots, low-offset mask): a request's pool-independent part, cached per device shape.
 _Plan = tuple[int, int, int, int, int, bool, int, int, int]
@@ -207,6 +214,10 @@ class IoTlbMem:
         # A design of our own may keep no standing pool and serve every map from on_exhausted
         # (adaptive under tiny demand); the kernel refuses a map when nslabs is 0 (spec §3.1).
         self.serve_without_pools = False
+        # The roomy-first walk of a design of our own (adaptive): off (empty) for the kernel.
+        # See :meth:`roomy_first`.
+        self._hints: list[tuple[IoTlbPool, int] | None] = []
+        self._crowd_share = 0.0
         pools = list(pools)
         if dynamic is None:
             dynamic = len(pools) > 1
@@ -254,6 +265,8 @@ class IoTlbMem:
             else:
                 self.pools.insert(0, pool)
                 self.nslabs += pool.nslabs
+                if self._hints:  # roomy-first walk: a new pool at the head takes the traffic
+                    self._hints[:] = [None] * len(self._hints)
 
     def remove_pool(self, pool: IoTlbPool) -> None:
         """Take an idle pool off the lists (transient deletion, or a shrinking policy).
@@ -274,6 +287,8 @@ class IoTlbMem:
                 else:
                     self.pools.remove(pool)
                     self.nslabs -= pool.nslabs
+                    if self._hints:
+                        self._hints[:] = [h if h is None or h[0] is not pool else None for h in self._hints]
                 pool.dead = True
         finally:
             for lock in reversed(locks):
@@ -353,19 +368,24 @@ class IoTlbMem:
         return plan
 
     def _search_pool_area(
-        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int
+        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int, crowd: int = 0
     ) -> int:
         """``swiotlb_search_pool_area`` (spec §3.3): search one area, take the slots; -1 if none.
 
         Under the area lock: the quick reject, then the first aligned slot at the cursor (the
         usual answer), then the full search of :func:`~swiotlb.core.search.fast_search` (or
         the literal loop for irregular masks and the <= 6.2 loop).
+
+        ``crowd`` > 0 is the first pass of the roomy-first walk (:meth:`roomy_first`): an
+        area with fewer than ``crowd`` free slots gets only the probe at its cursor, and
+        :data:`CROWDED` when that does not fit. 0 is the kernel's search.
         """
         n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         area = pool.areas[area_index]
         nslabs = pool.area_nslabs
         if n > nslabs - area.used or (
-            n > 1 and plan[5] and (n > IO_TLB_SEGSIZE or _AT_LEAST[n].search(area.blkub) is None)
+            n > 1 and plan[5] and nslabs - area.used >= crowd
+            and (n > IO_TLB_SEGSIZE or _AT_LEAST[n].search(area.blkub) is None)
         ):
             return -1  # cheap look before the lock; the answer cannot change the outcome
         am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = plan
@@ -391,7 +411,11 @@ class IoTlbMem:
                     and pool.list[slot] >= n
                     and ((shift + slot) & (window - 1)) + n <= window
                 ):
+                    if nslabs - area.used < crowd:
+                        return CROWDED  # roomy-first walk: a crowded area waits for the second pass
                     slot = search_past_cursor(pool, area_index, n, q, (residue - base) & (q - 1), stride, shift, window)
+            elif nslabs - area.used < crowd:
+                return CROWDED
             else:
                 req = SearchRequest(n, SearchMasks(am, im, stride), orig_addr, tbl, shift, window)
                 slot = self._slow_search(pool, area_index, req)
@@ -419,7 +443,7 @@ class IoTlbMem:
         return self._search_pool_area(pool, area_index, plan, orig_addr, size)
 
     def _search_counted(
-        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int
+        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int, crowd: int = 0
     ) -> int:
         """:meth:`_search_pool_area`, adding what the kernel did to :attr:`steps`.
 
@@ -435,12 +459,15 @@ class IoTlbMem:
         cursor = area.index
         quick = n > nslabs - area.used
         self._probes[0] = 0
-        slot = self._search_pool_area(pool, area_index, plan, orig_addr, size)
+        slot = self._search_pool_area(pool, area_index, plan, orig_addr, size, crowd)
         steps["lock_acquire"] += 1
         if pool.dead:
             return slot
         if quick:
             steps["area_quick_reject"] += 1
+            return slot
+        if slot == CROWDED and not plan[5]:  # irregular masks: left for the second pass unprobed
+            steps["area_crowded"] += 1
             return slot
         steps["area_search"] += 1
         _, im, stride, q_plain, q_orig, fast, bmask, _, _ = plan
@@ -453,6 +480,11 @@ class IoTlbMem:
                 q = q_plain
                 residue = -tbl >> IO_TLB_SHIFT
             base = area_index * nslabs
+            if slot == CROWDED:  # the loop ran to the first aligned slot at the cursor, probed it, stopped
+                steps["area_crowded"] += 1
+                first = cursor + ((residue - base - cursor) % q)
+                steps["slot_probe"] += first - cursor + 1 if first < nslabs else nslabs - cursor
+                return slot
             found = slot - base if slot >= 0 else -1
             steps["slot_probe"] += kernel_probes(nslabs, cursor, (residue - base) % q, q, stride, found)
         else:  # the literal or <= 6.2 loop ran and counted its iterations
@@ -474,6 +506,8 @@ class IoTlbMem:
         self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int, plan: _Plan
     ) -> tuple[IoTlbPool, int] | None:
         """The walk of :meth:`find_slots`, after the early reject, with the plan computed."""
+        if self._hints:
+            return self._find_slots_roomy(dev, orig_addr, size, alloc_align_mask, cpu, plan)
         steps = self.steps
         search = self._search_pool_area if steps is None else self._search_counted
         pools = self.pools
@@ -496,6 +530,95 @@ class IoTlbMem:
                     slot = search(pool, (cpu + off) & (pool.nareas - 1), plan, orig_addr, size)
                     if slot >= 0:
                         return pool, slot
+        return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
+
+    def roomy_first(self, crowded_share: float) -> None:
+        """Search this allocator's pools roomy areas first: a walk for designs of our own.
+
+        Not the kernel's: a model of Linux never calls this. ``crowded_share`` in (0, 1]: an
+        area with fewer than ``crowded_share`` of its slots free is *crowded*. The kernel's
+        next-fit loop in a crowded area walks from the cursor to the few free slots left,
+        up to the whole area. The walk then runs in two passes over the same areas, in the
+        kernel's order:
+
+        1. Each area as the kernel searches it (lock, quick reject, the probe at the cursor),
+           except that a crowded area whose cursor probe does not fit is left for pass 2.
+           The decision reuses the ``used`` count that the quick reject has just read.
+        2. The crowded areas left, searched in full as the kernel does.
+
+        Each CPU's area slot (``cpu & (default_nareas - 1)``) remembers, for small maps
+        (at most ``_SMALL_SLOTS`` slots) and larger ones apart, the pool and area of its
+        last success in pass 1. Pass 1 starts there (one ``pool_walk``; the hot path of
+        :meth:`tbl_map_single` probes that area's cursor), then walks the list in order.
+        Adding or removing a pool forgets the hints, so a new pool at the head takes the
+        traffic. A map therefore fails only where the kernel's walk fails: every area is
+        still searched in full before the exhaustion hook runs.
+        """
+        if not 0.0 < crowded_share <= 1.0:
+            raise ValueError(f"crowded_share={crowded_share}: must be in (0, 1]")
+        nareas = self.default_nareas
+        if nareas & (nareas - 1):
+            raise ValueError(f"default_nareas={nareas}: must be a power of two")
+        self._crowd_share = crowded_share
+        self._hints = [None] * (2 * nareas)
+
+    def _find_slots_roomy(
+        self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int, plan: _Plan
+    ) -> tuple[IoTlbPool, int] | None:
+        """:meth:`_find_slots` in the roomy-first order of :meth:`roomy_first`.
+
+        Counted like the kernel's walk: a ``pool_walk`` per pool visited (area-major: every
+        visit of the list), the area searches as :meth:`_search_counted` counts them (a
+        crowded area left in pass 1 costs its lock and its cursor probe, ``area_crowded``),
+        and a ``pool_walk`` per area taken up again in pass 2.
+        """
+        steps = self.steps
+        search = self._search_pool_area if steps is None else self._search_counted
+        pools = self.pools
+        hints = self._hints
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        h = ((cpu & ((len(hints) >> 1) - 1)) << 1) | (n > _SMALL_SLOTS)
+        hint = hints[h]
+        share = self._crowd_share
+        crowded: list[tuple[IoTlbPool, int]] = []
+        if hint is not None:
+            pool, a = hint
+            if steps is not None:
+                steps["pool_walk"] += 1
+            slot = search(pool, a, plan, orig_addr, size, int(pool.area_nslabs * share))
+            if slot >= 0:
+                return pool, slot
+            if slot == CROWDED:
+                crowded.append(hint)
+        visits: list[list[tuple[IoTlbPool, int]]]
+        if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
+            visits = [
+                [(pool, ((cpu & (pool.nareas - 1)) + off) & (pool.nareas - 1)) for off in range(pool.nareas)]
+                for pool in pools
+            ]  # pool-major: one walk step per pool
+        else:
+            visits = [
+                [(pool, (cpu + off) & (pool.nareas - 1))] if off < pool.nareas else []
+                for off in range(self.default_nareas) for pool in pools
+            ]  # area-major: one walk step per visit of the list, skipped pools included
+        for group in visits:
+            if steps is not None:
+                steps["pool_walk"] += 1
+            for pool, a in group:
+                if hint is not None and pool is hint[0] and a == hint[1]:
+                    continue  # searched first
+                slot = search(pool, a, plan, orig_addr, size, int(pool.area_nslabs * share))
+                if slot >= 0:
+                    hints[h] = (pool, a)
+                    return pool, slot
+                if slot == CROWDED:
+                    crowded.append((pool, a))
+        for pool, a in crowded:
+            if steps is not None:
+                steps["pool_walk"] += 1
+            slot = search(pool, a, plan, orig_addr, size)
+            if slot >= 0:
+                return pool, slot
         return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
 
     def _exhausted(
@@ -546,14 +669,20 @@ class IoTlbMem:
         pools = self.pools
         if plan[5] and pools:
             # The hot path. Both walk orders of find_slots search area ``cpu`` of the first
-            # pool first, and the usual answer is its first aligned slot at the cursor. Look
-            # at that slot before taking the lock; if it fits, take the lock, check that
-            # nothing moved, and mark the slots with take_slots inlined (keep them in step).
-            # Anything else goes through find_slots from the start: nothing has been
-            # changed or counted yet. (Over 256 KiB nothing fits here: no early reject needed.)
-            pool = pools[0]
+            # pool first (the roomy-first walk: the CPU's hinted area), and the usual answer
+            # is its first aligned slot at the cursor. Look at that slot before taking the
+            # lock; if it fits, take the lock, check that nothing moved, and mark the slots
+            # with take_slots inlined (keep them in step). Anything else goes through
+            # find_slots from the start: nothing has been changed or counted yet. (Over
+            # 256 KiB nothing fits here: no early reject needed.)
+            hints = self._hints
+            hint = hints[((cpu & ((len(hints) >> 1) - 1)) << 1) | (n > _SMALL_SLOTS)] if hints else None
+            if hint is None:
+                pool = pools[0]
+                area_index = cpu & (pool.nareas - 1)
+            else:
+                pool, area_index = hint
             area_nslabs = pool.area_nslabs
-            area_index = cpu & (pool.nareas - 1)
             area = pool.areas[area_index]
             cursor = area.index
             base = area_index * area_nslabs

@@ -33,6 +33,12 @@ Each rule answers a documented weakness of the Linux designs (scenarios.md §2.1
   without sleeping, and fails as too large otherwise. In a confidential guest each such buffer
   costs its own decrypt and encrypt: acceptable because these maps are rare and huge, and no
   pool design could serve them at all. Growth is never tried for them.
+* **Search roomy areas first.** Growth pools are small, so a few busy CPUs fill their own
+  areas of every pool while the other areas stay empty, and the kernel's next-fit loop then
+  walks a nearly full area to reach its last free slots (S1: 1,024-2,047 iterations for each of
+  32 k maps). The zone's search leaves such a crowded area (``crowded_share``) for a second
+  pass after one cursor probe, and each CPU remembers where small and large maps last found
+  room (:meth:`IoTlbMem.roomy_first`). A map still fails only where the kernel's walk fails.
 * **Defer instead of failing** (FreeBSD busdma, SPDK iobuf). When even growth and a transient
   pool cannot make room, a caller that may sleep and gave a callback is queued, FIFO per zone
   (:class:`~swiotlb.policies.deferral.DeferralQueue`), and completed from :meth:`run_deferred`
@@ -94,6 +100,12 @@ class AdaptiveKnobs:
     # Mappings above max_mapping_size get a contiguous buffer of their own (S4); off = refused
     # as too large, as every slot design does.
     large_buffers: bool = True
+    # Search roomy areas first: an area with less than this share of its slots free is
+    # crowded, and a search tries it only after every roomy area (IoTlbMem.roomy_first). The
+    # kernel's next-fit loop walks a crowded area from its cursor to the few free slots left,
+    # up to the whole area: on S1, 4 fio CPUs fill areas 0-3 of every 8-area growth pool while
+    # areas 4-7 stay empty. 0: the kernel's walk.
+    crowded_share: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0.0 < self.high_watermark <= 1.0:
@@ -108,6 +120,8 @@ class AdaptiveKnobs:
                 raise ValueError(f"{name}={value}: must be a positive multiple of {IO_TLB_SEGSIZE} slots")
         if self.min_grow_slabs is not None and self.min_grow_slabs > self.max_grow_slabs:
             raise ValueError(f"min_grow_slabs={self.min_grow_slabs} exceeds max_grow_slabs={self.max_grow_slabs}")
+        if not 0.0 <= self.crowded_share <= 1.0:
+            raise ValueError(f"crowded_share={self.crowded_share}: must be in [0, 1]")
         if self.small_demand_slabs < 0:
             raise ValueError(f"small_demand_slabs={self.small_demand_slabs}: must not be negative")
         if self.idle_ns < 0 or self.worker_delay_ns < 0:
@@ -187,6 +201,8 @@ class AdaptivePolicy(BouncePolicy):
         mem.dynamic = True
         mem.can_grow = True
         mem.serve_without_pools = self.knobs.small_demand_slabs > 0  # transient pools only, when quiet
+        if self.knobs.crowded_share:
+            mem.roomy_first(self.knobs.crowded_share)
         zone = BounceZone(limit, mem, DeferralQueue(self.env.now), window_start=self.env.now())
         mem.on_exhausted = lambda dev, orig, size, align, cpu: self._exhausted(zone, dev, orig, size, align, cpu)
         return zone
