@@ -392,3 +392,29 @@ def test_negative_waits_rejected() -> None:
     with pytest.raises(ValueError):
         m.deferral_wait(-5)
     assert m.maps_attempted == 0
+
+
+# ---------------------------------------------------------------- map cost histogram and extra series
+
+
+def test_log2_histogram_buckets_by_bit_length() -> None:
+    assert Samples().log2_histogram() == []
+    s = Samples([1000, 0, 3, 8, 1, 2, 7, 4])
+    # bucket 0: {0}; 1: {1}; 2: [2, 4); 3: [4, 8); 4: [8, 16); ... 10: [512, 1024)
+    assert s.log2_histogram() == [1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 1]
+    rng = random.Random(5)
+    values = [rng.randrange(1 << rng.randrange(1, 30)) for _ in range(2000)]
+    hist = Samples(values).log2_histogram()
+    assert sum(hist) == len(values) and hist[-1] > 0
+    assert hist == [sum(1 for v in values if v.bit_length() == k) for k in range(len(hist))]
+
+
+def test_json_has_the_map_cost_histogram_and_extra_series() -> None:
+    doc = _run().to_json("steady", "static", 42, 5000, grid_step_ns=1000, series={"free_runs": [1, 2, 3, 4, 5, 6]})
+    assert sum(doc["map_ns_hist"]) == doc["map_ns"]["count"]
+    assert doc["time_series"]["free_runs"] == [1, 2, 3, 4, 5, 6]
+    assert list(doc["time_series"]) == sorted(doc["time_series"])
+    with pytest.raises(ValueError, match="has 2 values for 6 grid times"):
+        _run().to_json("steady", "static", 42, 5000, grid_step_ns=1000, series={"x": [1, 2]})
+    with pytest.raises(ValueError, match="clashes"):
+        _run().to_json("steady", "static", 42, 5000, grid_step_ns=1000, series={"t_ns": [0] * 6})

@@ -21,6 +21,7 @@ search skip segments that cannot hold the request (see :mod:`swiotlb.core.search
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ from swiotlb.core.constants import (
 )
 
 SEGS_PER_BLOCK = 64
+_BUSY_SEGMENTS = re.compile(rb"[^\x80]+")  # consecutive segments not wholly free (first slot not 128)
 _SEGMENT_RUN = bytes(range(IO_TLB_SEGSIZE, 0, -1))  # a free segment's list: 128, 127, ..., 1
 
 
@@ -194,6 +196,41 @@ class IoTlbPool:
     def used(self) -> int:
         """Slots in use over all areas (unlocked sum, like the kernel's ``mem_used``)."""
         return sum(a.used for a in self.areas)
+
+    # -- observation -----------------------------------------------------------------------
+    def used_between(self, lo: int, hi: int) -> int:
+        """Slots in use among slots ``[lo, hi)``: a picture of where in the pool the mappings lie."""
+        return self.list.count(0, lo, hi)
+
+    def free_run_stats(self) -> tuple[int, int]:
+        """``(free runs, slots in the longest free run)``, as the allocator sees them.
+
+        Runs are counted within segments, because no allocation crosses one: two free segments
+        side by side are two runs of 128. Fragmentation shows as many runs and a short longest
+        run. Both come from C-level scans of ``list`` (a run's last slot holds 1, and a run of
+        ``k`` slots holds every count from ``k`` down to 1), so a simulator can sample them often.
+        A wholly free segment (first slot 128) is one run, so only the spans of other segments
+        are scanned: a 1 GiB pool that is mostly free costs little.
+        """
+        lst, n = self.list, self.nslabs
+        cut = n if self.list_capped else n - n % IO_TLB_SEGSIZE  # an uncapped tail counts past the end
+        firsts = lst[0:cut:IO_TLB_SEGSIZE]
+        runs = firsts.count(IO_TLB_SEGSIZE)
+        for m in _BUSY_SEGMENTS.finditer(firsts):
+            runs += lst.count(1, m.start() * IO_TLB_SEGSIZE, min(m.end() * IO_TLB_SEGSIZE, cut))
+        longest, hi = 0, IO_TLB_SEGSIZE
+        while longest < hi:  # the largest count present: presence is monotone in the count
+            mid = (longest + hi + 1) >> 1
+            if lst.find(mid, 0, cut) >= 0:
+                longest = mid
+            else:
+                hi = mid - 1
+        run = 0
+        for i in range(cut, n):  # the uncapped tail, slot by slot (fewer than 128 slots)
+            run = run + 1 if lst[i] else 0
+            runs += run == 1
+            longest = max(longest, run)
+        return runs, longest
 
     # -- checks ----------------------------------------------------------------------------
     def free_run_errors(self) -> list[str]:

@@ -150,17 +150,20 @@ def run_cmd(scenario: str, policies: tuple[str, ...], seed: int | None, duration
 @_SEED
 @_DURATION
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Directory for results.json, results.parquet, timeseries.parquet.")
+              show_default=True,
+              help="Directory for results.json, results.parquet, timeseries.parquet, occupancy.parquet.")
 @click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: CPUs, at most 8).")
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the tables and the adaptive design's checks as Markdown to this file.")
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write OUT/report.html, the HTML report with plots (as `swiotlb report OUT` does).")
 def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int | None, duration: int | None,
-                out: Path, workers: int | None, markdown: Path | None) -> None:
+                out: Path, workers: int | None, markdown: Path | None, with_report: bool) -> None:
     """Run every built-in scenario (or those named) under every policy and compare them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from swiotlb.lab.compare import Job, default_workers, run_jobs, scenario_table, write_results
+    from swiotlb.lab.compare import OCCUPANCY_BINS, Job, default_workers, run_jobs, scenario_table, write_results
 
     specs = _scenarios(scenarios)
     jobs = _jobs(specs, policies, seed, duration)
@@ -172,7 +175,7 @@ def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int
         def done(job: Job, record: dict) -> None:  # type: ignore[type-arg]
             progress.update(task, advance=1, description=f"{job.scenario.ref} {job.policy}")
 
-        records = run_jobs(jobs, workers=workers or default_workers(), progress=done)
+        records = run_jobs(jobs, workers=workers or default_workers(), progress=done, occupancy_bins=OCCUPANCY_BINS)
     for spec in specs:
         mine = [r for r in records if r["scenario"] == spec.ref]
         console.print(scenario_table(spec.ref, spec.title, mine))
@@ -182,6 +185,10 @@ def compare_cmd(scenarios: tuple[str, ...], policies: tuple[str, ...], seed: int
 
         markdown.write_text(results_markdown(specs, records))
         paths.append(markdown)
+    if with_report:
+        from swiotlb.lab.report import build_report
+
+        paths.append(build_report(out, out / "report.html"))
     console.print("results: " + ", ".join(str(p) for p in paths))
 
 
@@ -414,9 +421,11 @@ def _add_commands() -> None:
     from swiotlb.lab.bench_ab import ab_cmd, show_cmd
     from swiotlb.lab.bench_map import map_cmd
     from swiotlb.lab.capture import capture_cmd
+    from swiotlb.lab.report import report_cmd
     from swiotlb.lab.sweep_cli import sweep_group
 
     main.add_command(capture_cmd)
+    main.add_command(report_cmd)
     main.add_command(sweep_group)
     bench_group.add_command(ab_cmd)
     bench_group.add_command(show_cmd)

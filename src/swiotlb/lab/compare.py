@@ -7,8 +7,10 @@ machine without a bounce pool to lend from) gives a record with ``skipped`` and 
 
 Outputs under ``--out DIR``: ``results.json`` (every record, canonical JSON),
 ``results.parquet`` (one row per run, the scalar metrics flattened: ``failures_full``,
-``map_ns_p99``, ``steps_slot_probe``, ...) and ``timeseries.parquet`` (scenario, policy,
-``t_ns``, ``reserved_bytes``, ``in_use_bytes`` on each run's grid).
+``map_ns_p99``, ``steps_slot_probe``, ...), ``timeseries.parquet`` (scenario, policy,
+``t_ns`` and every column of the record's ``time_series`` on each run's grid) and
+``occupancy.parquet`` (scenario, policy, ``t_ns``, ``bin``, ``used_permille``: the occupancy
+maps, kept out of ``results.json`` because they are large).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from swiotlb.lab.runner import check_policy, run_scenario
 from swiotlb.sim.metrics import FAILURE_CAUSES
+from swiotlb.sim.sampling import SERIES
 from swiotlb.policies.config import ConfigError
 from swiotlb.workloads.scenario import ScenarioSpec, builtin_scenarios, find_scenario, load_scenario
 
@@ -45,6 +48,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 "fp" is the bounce footprint: bytes reserved for bouncing."""
 
 SIZE_COLUMNS = frozenset({"peak_footprint_bytes", "avg_footprint_bytes"})
+
+TIME_SERIES: tuple[str, ...] = ("reserved_bytes", "in_use_bytes", *SERIES)
+"""The columns of a record's ``time_series`` beside ``t_ns``, as ``timeseries.parquet`` holds them."""
+
+OCCUPANCY_BINS = 64
+"""Bins of the occupancy maps ``swiotlb compare`` records (for the report's heat maps)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +90,12 @@ def plan(specs: Iterable[ScenarioSpec], policies: Sequence[str] = (), *, seed: i
     return jobs
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """One run's record; a policy this machine cannot have gives a ``skipped`` record."""
+def run_job(job: Job, occupancy_bins: int = 0) -> dict[str, Any]:
+    """One run's record (with an ``occupancy`` map of that many bins if > 0); a policy this
+    machine cannot have gives a ``skipped`` record."""
     try:
-        return run_scenario(job.scenario, job.policy, seed=job.seed, duration_ns=job.duration_ns)
+        return run_scenario(job.scenario, job.policy, seed=job.seed, duration_ns=job.duration_ns,
+                            occupancy_bins=occupancy_bins)
     except ConfigError as exc:
         spec = job.scenario
         return {"scenario": spec.ref, "policy": job.policy, "seed": job.seed if job.seed is not None else spec.seed,
@@ -92,17 +103,18 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 def run_jobs(jobs: Sequence[Job], *, workers: int = 1,
-             progress: Callable[[Job, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+             progress: Callable[[Job, dict[str, Any]], None] | None = None,
+             occupancy_bins: int = 0) -> list[dict[str, Any]]:
     """Run ``jobs`` (in ``workers`` processes when > 1); records come back in ``jobs`` order."""
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     if workers <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
-            results[i] = record = run_job(job)
+            results[i] = record = run_job(job, occupancy_bins)
             if progress:
                 progress(job, record)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+            futures = {pool.submit(run_job, job, occupancy_bins): i for i, job in enumerate(jobs)}
             for fut in as_completed(futures):
                 i = futures[fut]
                 results[i] = record = fut.result()
@@ -134,30 +146,39 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
-    """``results.json``, ``results.parquet`` and ``timeseries.parquet`` under ``out``."""
+    """``results.json``, ``results.parquet``, ``timeseries.parquet`` and ``occupancy.parquet``
+    under ``out``. A record's ``occupancy`` map goes to the last, not to ``results.json``."""
     import polars as pl
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "results.json", out / "results.parquet", out / "timeseries.parquet"]
-    paths[0].write_text(json.dumps(list(records), sort_keys=True, indent=1) + "\n")
-    rows = [flatten(r) for r in records]
+    paths = [out / "results.json", out / "results.parquet", out / "timeseries.parquet", out / "occupancy.parquet"]
+    lean = [{k: v for k, v in r.items() if k != "occupancy"} for r in records]
+    paths[0].write_text(json.dumps(lean, sort_keys=True, indent=1) + "\n")
+    rows = [flatten(r) for r in lean]
     keys = sorted({k for r in rows for k in r})
     table = pl.DataFrame([{k: r.get(k) for k in keys} for r in rows], infer_schema_length=None)
     table.write_parquet(paths[1], compression="zstd")
-    series = []
+    ts_schema = {"scenario": pl.String, "policy": pl.String, "t_ns": pl.Int64, **dict.fromkeys(TIME_SERIES, pl.Int64)}
+    occ_schema = {"scenario": pl.String, "policy": pl.String, "t_ns": pl.Int64, "bin": pl.Int16,
+                  "used_permille": pl.Int16}
+    series, maps = [], []
     for r in records:
         ts = r.get("time_series")
-        if ts:
-            n = len(ts["t_ns"])
-            series.append(pl.DataFrame({
-                "scenario": [r["scenario"]] * n, "policy": [r["policy"]] * n, "t_ns": ts["t_ns"],
-                "reserved_bytes": ts["reserved_bytes"], "in_use_bytes": ts["in_use_bytes"],
-            }, schema={"scenario": pl.String, "policy": pl.String, "t_ns": pl.Int64,
-                       "reserved_bytes": pl.Int64, "in_use_bytes": pl.Int64}))
-    frame = pl.concat(series) if series else pl.DataFrame(
-        schema={"scenario": pl.String, "policy": pl.String, "t_ns": pl.Int64,
-                "reserved_bytes": pl.Int64, "in_use_bytes": pl.Int64})
-    frame.write_parquet(paths[2], compression="zstd")
+        if not ts:
+            continue
+        n = len(ts["t_ns"])
+        series.append(pl.DataFrame({
+            "scenario": [r["scenario"]] * n, "policy": [r["policy"]] * n, "t_ns": ts["t_ns"],
+            **{c: ts.get(c, [None] * n) for c in TIME_SERIES}}, schema=ts_schema))
+        occ = r.get("occupancy")
+        if occ:
+            bins, grid = occ["bins"], occ["used_permille"]
+            maps.append(pl.DataFrame({
+                "scenario": [r["scenario"]] * (n * bins), "policy": [r["policy"]] * (n * bins),
+                "t_ns": [t for t in ts["t_ns"] for _ in range(bins)], "bin": list(range(bins)) * n,
+                "used_permille": [v for row in grid for v in row]}, schema=occ_schema))
+    (pl.concat(series) if series else pl.DataFrame(schema=ts_schema)).write_parquet(paths[2], compression="zstd")
+    (pl.concat(maps) if maps else pl.DataFrame(schema=occ_schema)).write_parquet(paths[3], compression="zstd")
     return paths
 
 

@@ -24,14 +24,16 @@ def check_policy(spec: ScenarioSpec, policy: str) -> str:
 
 
 def build_simulation(spec: ScenarioSpec, policy: str, *, seed: int | None = None,
-                     duration_ns: int | None = None) -> Simulation:
-    """The simulation of ``spec`` under ``policy`` (the scenario's seed and duration unless given)."""
+                     duration_ns: int | None = None, occupancy_bins: int = 0) -> Simulation:
+    """The simulation of ``spec`` under ``policy`` (the scenario's seed and duration unless given;
+    ``occupancy_bins`` as :class:`~swiotlb.sim.simulation.Simulation` takes it)."""
     check_policy(spec, policy)
     spec = spec.with_overrides(duration_ns=duration_ns, seed=seed)
     sim = Simulation(
         spec.machine, spec.devices, policy=policy, policy_options=dict(spec.policy_options.get(policy, {})),
         seed=spec.seed, duration_ns=spec.duration_ns,
         costs=CostModel.from_mapping(spec.costs, f"{spec.source} [costs]"), scenario=spec.ref,
+        occupancy_bins=occupancy_bins,
     )
     for w in spec.workloads:
         sim.add(w)
@@ -39,6 +41,6 @@ def build_simulation(spec: ScenarioSpec, policy: str, *, seed: int | None = None
 
 
 def run_scenario(spec: ScenarioSpec, policy: str, *, seed: int | None = None,
-                 duration_ns: int | None = None) -> dict[str, Any]:
+                 duration_ns: int | None = None, occupancy_bins: int = 0) -> dict[str, Any]:
     """Run ``spec`` under ``policy``; the result record of :meth:`Simulation.result`."""
-    return build_simulation(spec, policy, seed=seed, duration_ns=duration_ns).run()
+    return build_simulation(spec, policy, seed=seed, duration_ns=duration_ns, occupancy_bins=occupancy_bins).run()

@@ -543,6 +543,10 @@ class AdaptivePolicy(BouncePolicy):
         return True  # a zone can always be created or grown
 
     # -- observation -----------------------------------------------------------------------
+    def allocators(self) -> list[IoTlbMem]:
+        """Each zone's allocator, the default zone's first."""
+        return [z.mem for z in list(self._zones.values())]
+
     def footprint(self) -> tuple[int, int]:
         """``(reserved, in_use)`` bytes over every zone, transient pools and large buffers
         included (a large buffer is in use while mapped, reserved until its pages are freed)."""

@@ -243,6 +243,11 @@ class BouncePolicy(ABC):
         """The debugfs files (§5.7); empty when there is no pool, as the files do not exist."""
         return self.mem.counters() if self.mem.nslabs else {}
 
+    def allocators(self) -> list[IoTlbMem]:
+        """Every slot allocator the policy maps from (one per zone for a zoned design), so that
+        a report can look at their pools' occupancy without knowing the policy's insides."""
+        return [self.mem]
+
     def footprint(self) -> tuple[int, int]:
         """``(reserved, in_use)`` bytes of bounce memory: pools (transient ones included) and the
         slots mapped in them. Policies with memory outside ``mem`` add it."""

@@ -19,17 +19,24 @@ from __future__ import annotations
 import heapq
 import json
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 FAILURE_CAUSES: tuple[str, ...] = ("full", "too_large", "unaddressable", "no_memory")
 """The map failure causes of issue 4, §4/§5, in schema order."""
 
 DEFAULT_GRID_POINTS = 100
 """Intervals of the time-series grid when :meth:`RunMetrics.to_json` is given no step."""
+
+
+def grid_step(end_ns: int, step_ns: int | None = None) -> int:
+    """The time-series grid step: ``step_ns``, or ``ceil(end_ns / 100)`` (at least 1) when None."""
+    if step_ns is None:
+        return max(1, -(-_int(end_ns, "end_ns") // DEFAULT_GRID_POINTS))
+    return _int(step_ns, "grid_step_ns")
 
 
 def _int(value: object, what: str) -> int:
@@ -315,6 +322,26 @@ class Samples:
         rank = max(1, -(-q.numerator // q.denominator))
         return self._a[rank - 1]
 
+    def log2_histogram(self) -> list[int]:
+        """Sample counts by bit length: entry 0 counts the zeros, entry ``k`` the samples in
+        ``[2**(k-1), 2**k)``; no trailing zero entries. Log buckets keep a cost distribution
+        that spans ns to ms in a few dozen ints, and they come from the sorted array by
+        bisection, so the histogram costs nothing per sample."""
+        a, n = self._a, len(self._a)
+        if n == 0:
+            return []
+        if self._nsorted != n:
+            self._sort()
+        out: list[int] = []
+        below = 0  # samples below 2**(k-1), i.e. of bit length < k
+        k = 0
+        while below < n:
+            upto = bisect_left(a, 1 << k, below)  # samples of bit length <= k
+            out.append(upto - below)
+            below = upto
+            k += 1
+        return out
+
     def summary(self) -> dict[str, int | None]:
         """``count``, ``total``, ``p50``, ``p99`` and ``max`` (None where there are no samples)."""
         return {
@@ -414,7 +441,8 @@ class RunMetrics:
         self.steps[name] += n
 
     def to_json(
-        self, scenario: str, policy: str, seed: int, end_ns: int, *, grid_step_ns: int | None = None
+        self, scenario: str, policy: str, seed: int, end_ns: int, *, grid_step_ns: int | None = None,
+        series: Mapping[str, Sequence[int]] | None = None,
     ) -> dict[str, Any]:
         """The issue 4, §5 ``--json`` record, keys sorted at every level, values ints or None.
 
@@ -426,22 +454,28 @@ class RunMetrics:
         ``defer_wait_ns`` (the same summary), ``deferred_pending``, ``peak_in_use_bytes``,
         ``avg_in_use_bytes``, the exact integrals ``reserved_byte_ns`` and ``in_use_byte_ns``
         (averages are rounded half to even; integral / ``end_ns`` - start is exact), ``steps``,
-        and ``time_series`` ``{step_ns, t_ns, reserved_bytes, in_use_bytes}`` on the grid of
-        multiples of ``grid_step_ns`` (default: ``ceil(end_ns / 100)``, at least 1).
+        ``time_series`` ``{step_ns, t_ns, reserved_bytes, in_use_bytes}`` on the grid of
+        multiples of ``grid_step_ns`` (default: ``ceil(end_ns / 100)``, at least 1), joined by
+        ``series`` (other columns sampled on the same grid, one value per grid time), and
+        ``map_ns_hist`` (:meth:`Samples.log2_histogram` of ``map_ns``).
         """
         end = _int(end_ns, "end_ns")
         bad = sorted(set(self.failures) - set(FAILURE_CAUSES))
         if bad:
             self.check_cause(bad[0])
-        if grid_step_ns is None:
-            step = max(1, -(-end // DEFAULT_GRID_POINTS))
-        else:
-            step = _int(grid_step_ns, "grid_step_ns")
+        step = grid_step(end, grid_step_ns)
         res, use = self.footprint.reserved, self.footprint.in_use
         res_grid = res.grid(step, end)
         use_grid = use.grid(step, end)
         if [t for t, _ in res_grid] != [t for t, _ in use_grid]:
             raise ValueError("reserved and in-use gauges start at different times; their grids differ")
+        times = [t for t, _ in res_grid]
+        extra = dict(series or {})
+        for name, column in extra.items():
+            if name in ("step_ns", "t_ns", "reserved_bytes", "in_use_bytes"):
+                raise ValueError(f"time series {name!r} clashes with a built-in column")
+            if len(column) != len(times):
+                raise ValueError(f"time series {name!r} has {len(column)} values for {len(times)} grid times")
         map_summary = self.map_ns.summary()
         doc: dict[str, Any] = {
             "scenario": scenario,
@@ -463,6 +497,7 @@ class RunMetrics:
             "hiwater_slots": self.hiwater_slots,
             "bytes_copied": self.bytes_copied,
             "map_ns": map_summary,
+            "map_ns_hist": self.map_ns.log2_histogram(),
             "lock_wait_ns_total": self.lock_wait_ns_total,
             "decrypt_ops": self.decrypt_ops,
             "encrypt_ops": self.encrypt_ops,
@@ -472,9 +507,10 @@ class RunMetrics:
             "steps": dict(self.steps),
             "time_series": {
                 "step_ns": step,
-                "t_ns": [t for t, _ in res_grid],
+                "t_ns": times,
                 "reserved_bytes": [v for _, v in res_grid],
                 "in_use_bytes": [v for _, v in use_grid],
+                **{name: list(column) for name, column in extra.items()},
             },
         }
         result: dict[str, Any] = _sorted_json(doc)

@@ -46,8 +46,9 @@ from swiotlb.policies.base import BouncePolicy, PoolHandle
 from swiotlb.policies.config import knob_defaults
 from swiotlb.sim.costs import CostModel
 from swiotlb.sim.engine import Engine, Event
-from swiotlb.sim.metrics import RunMetrics, Samples, round_half_even
+from swiotlb.sim.metrics import RunMetrics, Samples, grid_step, round_half_even
 from swiotlb.sim.rng import RngStreams
+from swiotlb.sim.sampling import GridSampler
 from swiotlb.sim.spec import DeviceSpec, MachineSpec
 
 __all__ = ["PENDING", "SimMapping", "Simulation", "SimulationError"]
@@ -129,6 +130,8 @@ class Simulation:
     ``policy_options`` are the policy's knobs; ``costs`` the prices (default
     :class:`~swiotlb.sim.costs.CostModel`). ``grid_step_ns`` sets the time-series grid of the
     result (default: 100 points over the run). ``scenario`` names the run in its result.
+    ``occupancy_bins`` > 0 adds the result's ``occupancy`` map (see
+    :class:`~swiotlb.sim.sampling.GridSampler`).
     """
 
     def __init__(
@@ -143,6 +146,7 @@ class Simulation:
         costs: CostModel | None = None,
         grid_step_ns: int | None = None,
         scenario: str = "custom",
+        occupancy_bins: int = 0,
     ) -> None:
         if type(duration_ns) is not int or duration_ns <= 0:
             raise SimulationError(f"duration_ns must be a positive int, got {duration_ns!r}")
@@ -246,6 +250,11 @@ class Simulation:
         self._result: dict[str, Any] | None = None
         reserved, in_use = self.policy.footprint()  # the boot pool, reserved from the start
         self.metrics.footprint.set(self.engine.now, reserved=reserved, in_use=in_use)
+        # State sampled on the result's grid: each call that may change it first records the
+        # state in force at the grid times its clock has passed (see _sample).
+        self._sampler = GridSampler(self.policy, self.metrics, grid_step(duration_ns, grid_step_ns), duration_ns,
+                                    start_ns=self.engine.now, bins=occupancy_bins)
+        self._sample_due = self._sampler.due
 
     # -- the workloads' API -----------------------------------------------------------------
     @property
@@ -310,6 +319,8 @@ class Simulation:
         """Map ``size`` bytes for ``device``: a :class:`SimMapping`, None on failure (counted by
         cause), or :data:`PENDING` when ``then`` was given, the caller may sleep, and the policy
         deferred the map; ``then`` later receives the mapping or None."""
+        if self.engine.now > self._sample_due:
+            self._sample()
         dev = self._devs.get(device)
         if (dev is None or type(size) is not int or size <= 0 or type(cpu) is not int or not 0 <= cpu < self.cpus
                 or direction not in _MAP_DIRECTIONS):  # one test on the hot path; the messages below
@@ -470,6 +481,8 @@ class Simulation:
     # -- unmap ----------------------------------------------------------------------------
     def unmap(self, m: SimMapping, *, cpu: int | None = None) -> None:
         """Unmap ``m``: copy back what the device wrote (by direction), release its slots."""
+        if self.engine.now > self._sample_due:
+            self._sample()
         if not m.live:
             raise DoubleUnmapError(f"{m.device}: unmap of {m.dma_addr:#x}, which is already unmapped",
                                    device=m.device, dma_addr=m.dma_addr)
@@ -535,6 +548,8 @@ class Simulation:
         self._wake_event = self.engine.at(t, self._wake)
 
     def _wake(self) -> None:
+        if self.engine.now > self._sample_due:
+            self._sample()
         self._wake_event = None
         self._wake_at = self.end_ns
         before = self._priced()
@@ -546,6 +561,11 @@ class Simulation:
         self._work = work = self._priced()
         self.worker_ns += self.costs.worker_wakeup_ns + work - before + ns
         self._after_call(again=bool(ran))
+
+    def _sample(self) -> None:
+        """Record the state in force at the grid times the clock has passed. Nothing changes it
+        between the simulator's calls, so the state before this call is exactly that state."""
+        self._sample_due = self._sampler.sample(self.engine.now)
 
     # -- running --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -566,7 +586,9 @@ class Simulation:
         true need, independent of the policy); ``worker_ns`` and ``worker_runs`` the deferred
         work; ``counters`` and ``series`` (nearest-rank summaries) what workloads recorded;
         ``policy_stats`` the policy's own integer figures; ``events`` the engine's event count;
-        ``unmaps`` the unmaps done (``maps`` counts attempts)."""
+        ``unmaps`` the unmaps done (``maps`` counts attempts); ``time_series`` also holds the
+        sampled columns of :data:`~swiotlb.sim.sampling.SERIES`, and ``occupancy`` the occupancy
+        map when asked for."""
         if self._result is not None:
             return self._result
         m = self.metrics
@@ -589,7 +611,11 @@ class Simulation:
         m.pools_created = sum(int(stats.get(k, 0)) for k in _CREATED)
         m.pools_freed = sum(int(stats.get(k, 0)) for k in _FREED)
         m.oom_events = self._page_stats.oom_events - self._oom_at_start
-        doc = m.to_json(self.scenario, self.policy_name, self.seed, self.end_ns, grid_step_ns=self.grid_step_ns)
+        self._sampler.finish()
+        doc = m.to_json(self.scenario, self.policy_name, self.seed, self.end_ns, grid_step_ns=self.grid_step_ns,
+                        series=self._sampler.columns)
+        if self._sampler.bins:
+            doc["occupancy"] = self._sampler.occupancy_record()
         doc["peak_inflight_bytes"] = self._inflight_peak
         doc["avg_inflight_bytes"] = round_half_even(self._inflight_byte_ns + self._inflight_bytes * self.end_ns,
                                                     self.end_ns)
