@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({k: round(v) for k, v in rates.items()}))
     else:
+        from swiotlb.native import describe
+
+        print(describe())
         for k, v in rates.items():
             print(f"{k:42s} {v / 1e6:7.3f} M ops/s   {notes.get(k, '')}")
     return 0

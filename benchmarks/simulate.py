@@ -35,6 +35,7 @@ from pathlib import Path
 TARGET = 300_000
 HERE = Path(__file__).resolve().parent.parent / "src"
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+STATES: dict[Path, str] = {}  # tree -> whether its run was compiled (from the workers)
 
 
 def measure(policy: str, duration_ns: int | None, scenario: str, clock: str = "wall") -> tuple[float, float, int]:
@@ -53,6 +54,15 @@ def measure(policy: str, duration_ns: int | None, scenario: str, clock: str = "w
     return t1 - t0, t2 - t1, ops
 
 
+def build_state() -> str:
+    """``compiled: yes (mypyc, ...)`` or ``compiled: no (pure Python)`` for the imported tree."""
+    try:
+        from swiotlb.native import describe
+    except ImportError:  # a tree from before the optional mypyc build
+        return "compiled: no (pure Python)"
+    return describe()
+
+
 def measure_in(tree: Path, policy: str, duration: str | None, scenario: str, clock: str) -> tuple[float, float, int]:
     """:func:`measure` in a fresh process that imports ``swiotlb`` from ``tree``."""
     cmd = [sys.executable, __file__, "--worker", "-p", policy, "--scenario", scenario, "--clock", clock]
@@ -60,7 +70,8 @@ def measure_in(tree: Path, policy: str, duration: str | None, scenario: str, clo
         cmd += ["--duration", duration]
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    where, setup, run, ops = json.loads(out)
+    where, state, setup, run, ops = json.loads(out)
+    STATES[tree] = state
     if not Path(where).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"{tree}: the run imported swiotlb from {where}")
     return setup, run, ops
@@ -89,7 +100,7 @@ def main() -> None:
     if args.worker:
         import swiotlb
 
-        print(json.dumps([swiotlb.__file__, *measure(policies[0], duration, args.scenario, args.clock)]))
+        print(json.dumps([swiotlb.__file__, build_state(), *measure(policies[0], duration, args.scenario, args.clock)]))
         return
     if args.baseline is not None:
         compare(args.baseline, policies, args.duration, args.scenario, args.clock, args.repeat, args.json)
@@ -103,6 +114,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, sort_keys=True))
         return
+    print(f"{args.scenario} {args.duration or 'full'}, {args.clock} clock, best of {args.repeat}; {build_state()}")
     print(f"{'policy':<10} {'ops':>9} {'setup s':>8} {'run s':>7} {'ops/s':>10}  vs target {TARGET:,}")
     for policy, ops, setup, run, rate in rows:
         print(f"{policy:<10} {ops:>9,} {setup:>8.2f} {run:>7.2f} {rate:>10,.0f}  {rate / TARGET:.2f}x")
@@ -125,6 +137,7 @@ def compare(
         print(json.dumps({p: {"before": r[1], "after": r[3]} for p, r in rates.items()}, sort_keys=True))
         return
     print(f"{scenario} {duration or 'full'}, {clock} clock, best of {repeat}, before = {baseline}")
+    print(f"before: {STATES.get(baseline)}; after: {STATES.get(HERE)}")
     print(f"{'policy':<10} {'ops':>9} {'before ops/s':>13} {'after ops/s':>12} {'after/before':>13}  vs target {TARGET:,}")
     for policy, (ops_b, rate_b, ops_a, rate_a) in rates.items():
         ops = f"{ops_a:,}" if ops_a == ops_b else f"{ops_b:,}/{ops_a:,}"

@@ -6,9 +6,22 @@ from pathlib import Path
 
 import pytest
 
+from swiotlb.native import active
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATA = Path(__file__).resolve().parent / "data"
+
+
+COMPILED = active()
+"""Which modules run compiled (the optional mypyc build, ``python -m swiotlb.native build``)."""
+
+
+def pure_only(module: str, why: str) -> pytest.MarkDecorator:
+    """Skip a test when ``module`` runs compiled: mypyc checks every annotated argument type on
+    entry (an ``int`` parameter refuses a float with its own TypeError and takes a bool as an
+    int), and compiled code calls methods directly, past attributes set on an instance."""
+    return pytest.mark.skipif(COMPILED.get(module, False), reason=f"{module} is compiled: {why}")
 
 
 def shared_path(*parts: str) -> Path:

@@ -4,7 +4,11 @@ The public entry point is :class:`Machine`: a guest with RAM, a boot bounce pool
 placed like the kernel's, and devices that use the streaming DMA API with real bytes.
 """
 
-from swiotlb.dma import (
+from swiotlb._mypyc import warn_if_stale
+
+warn_if_stale()  # before anything compiled is imported
+
+from swiotlb.dma import (  # noqa: E402
     CpuBuffer,
     Device,
     DmaApiMisuse,

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import pure_only
+
 from swiotlb import DmaAttrs, DmaDirection, DmaMappingError, Machine, dma_bit_mask
 from swiotlb.core.constants import DMA_MAPPING_ERROR
 from swiotlb.dma.events import (
@@ -409,6 +411,7 @@ def test_forced_bouncing_without_a_pool_fails_as_no_pool(caplog: pytest.LogCaptu
     assert "dev: Can not allocate SWIOTLB buffer earlier" in caplog.text  # NO_WARN does not silence it
 
 
+@pure_only("swiotlb.policies.static", "the hook set on the instance is not what the compiled map calls")
 def test_may_sleep_and_attrs_reach_the_policy_failure_hook() -> None:
     m = forced(cmdline="swiotlb=128,force")
     seen: list[tuple[bool, int, int]] = []

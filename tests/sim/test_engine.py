@@ -13,6 +13,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from tests.conftest import pure_only
+
 from swiotlb.sim import Callback, Engine, Event, Lock, RngStreams, derive_seed
 
 
@@ -89,6 +91,7 @@ def test_scheduling_in_the_past_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, True, "3"])
+@pure_only("swiotlb.sim.engine", "its own TypeError message, and bools pass as ints")
 def test_non_integer_times_are_type_errors(bad: object) -> None:
     eng = Engine()
     with pytest.raises(TypeError, match="integer number of nanoseconds"):
@@ -341,6 +344,7 @@ def test_source_starting_before_now_is_an_error() -> None:
         eng.add_source(iter([(99, lambda: None)]), name="late")
 
 
+@pure_only("swiotlb.sim.engine", "the source's tuple is type-checked first, with its own message")
 def test_source_with_non_integer_time_is_a_type_error() -> None:
     eng = Engine()
     with pytest.raises(TypeError, match="source 'f': arrival time must be an integer number of nanoseconds"):

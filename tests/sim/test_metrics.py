@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import pytest
 
+from tests.conftest import pure_only
+
 from swiotlb.sim.metrics import (
     FAILURE_CAUSES,
     Footprint,
@@ -91,6 +93,7 @@ def test_add_and_start_offset() -> None:
         g.integral(150, start_ns=50)
 
 
+@pure_only("swiotlb.sim.metrics", "a bool passes as an int")
 def test_gauge_rejects_time_going_backwards_and_bad_types() -> None:
     g = StepGauge()
     g.set(10, 1)

@@ -252,10 +252,12 @@ class IoTlbPool:
                     break
         for a, area in enumerate(self.areas):
             base = a * self.area_nslabs
-            in_use = self.area_nslabs - sum(1 for v in lst[base : base + self.area_nslabs] if v)
+            in_use = lst.count(0, base, base + self.area_nslabs)  # the slots whose free run is 0
             if in_use != area.used:
                 errors.append(f"area {a}: used={area.used} but {in_use} slots are in use")
-            for s, ub in enumerate(area.segub):
+            segub = area.segub
+            for s in range(len(segub)):  # not enumerate(segub): mypyc cannot iterate a bytearray
+                ub = segub[s]
                 lo = base + (s << 7)
                 hi = base + min((s + 1) << 7, self.area_nslabs)
                 if max(lst[lo:hi]) > ub:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from swiotlb._mypyc import mypyc_attr
 from swiotlb.core.constants import INVALID_PHYS_ADDR, IO_TLB_SEGSIZE, IO_TLB_SHIFT
 from swiotlb.core.pool import SEGS_PER_BLOCK, IoTlbArea, IoTlbPool
 from swiotlb.core.profiles import SearchMasks
@@ -33,10 +34,12 @@ _AT_LEAST: list[re.Pattern[bytes]] = [re.compile(b"[\\x00-\\xff]")] + [
 ]
 
 
+@mypyc_attr(native_class=False)  # mypyc cannot subclass RuntimeError natively
 class SearchDeadlock(RuntimeError):
     """The modelled kernel's do/while search would spin forever holding the lock (<= 6.2)."""
 
 
+@mypyc_attr(native_class=False)
 class PoolOverrun(RuntimeError):
     """The modelled kernel would allocate past the end of a pool (CVE-2023-52790, < 6.7)."""
 

@@ -363,7 +363,10 @@ class _DeviceGauge:
             if m.bounced:
                 self.add(m.device, -slots(m.device, m))
 
-        sim.map, sim.unmap = wrapped_map, wrapped_unmap
+        # The workloads see a view of ``sim`` with these two replaced (the simulation itself
+        # is left alone: in the mypyc build its methods cannot be reassigned).
+        view = _SimView(sim, wrapped_map, wrapped_unmap)
+        sim.workloads[:] = [_StartOn(w, view) for w in sim.workloads]
 
     def add(self, device: str, n: int) -> None:
         h = self.held[device] = self.held.get(device, 0) + n
@@ -373,6 +376,30 @@ class _DeviceGauge:
         if self.total > self.peak:
             self.peak = self.total
             self.at_peak = dict(self.held)
+
+
+class _SimView:
+    """A simulation as its workloads see it, with ``map`` and ``unmap`` replaced."""
+
+    def __init__(self, sim: Any, map_: Callable[..., Any], unmap: Callable[..., None]) -> None:
+        self._sim = sim
+        self.map = map_
+        self.unmap = unmap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sim, name)
+
+
+class _StartOn:
+    """A workload that is started on a :class:`_SimView` instead of the simulation."""
+
+    def __init__(self, workload: Any, view: _SimView) -> None:
+        self.workload = workload
+        self.name = getattr(workload, "name", None)
+        self._view = view
+
+    def start(self, sim: Any) -> None:
+        self.workload.start(self._view)
 
 
 def advise_scenario(

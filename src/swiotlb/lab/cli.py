@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from swiotlb.core import PROFILES
+from swiotlb.native import describe
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="swiotlb")
+@click.version_option(package_name="swiotlb", message=f"%(prog)s, version %(version)s; {describe()}")
 def main() -> None:
     """A laboratory for Linux SWIOTLB bounce buffering."""
 

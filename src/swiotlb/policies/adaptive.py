@@ -55,6 +55,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from swiotlb._mypyc import mypyc_attr
 from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 from swiotlb.core.allocator import DmaParams
 from swiotlb.core.constants import IO_TLB_MIN_SLABS, IO_TLB_SEGSIZE, IO_TLB_SHIFT, get_max_slots, nr_slots
@@ -154,6 +155,7 @@ class BounceZone:
         return self.mem.nslabs
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed outside the mypyc build
 class AdaptivePolicy(BouncePolicy):
     """Grow before failing, shrink when idle, one zone per device address limit."""
 
@@ -195,7 +197,7 @@ class AdaptivePolicy(BouncePolicy):
     @classmethod
     def boot_nslabs(cls, planned: int, **knobs: Any) -> int:
         """The boot pool this policy wants instead of the kernel's ``planned`` size."""
-        return min(planned, int(knobs.get("initial_slabs", AdaptiveKnobs.initial_slabs)))
+        return min(planned, int(knobs.get("initial_slabs", cls.knobs_schema()["initial_slabs"])))
 
     def _setup_zone(self, mem: IoTlbMem, limit: int | None) -> BounceZone:
         mem.dynamic = True

@@ -38,6 +38,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol, TypeAlias
 
+from swiotlb._mypyc import mypyc_attr
 from swiotlb.core.constants import IO_TLB_SHIFT
 from swiotlb.core import BounceSpan, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 
@@ -108,6 +109,7 @@ class EventCounts:
         return f"EventCounts({self.snapshot()!r})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed outside the mypyc build
 class BouncePolicy(ABC):
     """Where bounce buffers come from. Subclasses implement :meth:`search` and :meth:`release`.
 

@@ -90,10 +90,10 @@ class DeferralQueue:
         done = 0
         try:
             while True:
-                with self._lock:
-                    if not self._waiters:
-                        break
-                    head = self._waiters.popleft()
+                with self._lock:  # no break in here: mypyc cannot compile a break out of a with
+                    head = self._waiters.popleft() if self._waiters else None
+                if head is None:
+                    break
                 finished = True
                 try:
                     finished = head.retry()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from swiotlb._mypyc import mypyc_attr
 from swiotlb.core import IoTlbMem, IoTlbPool, MapRefused, SlotMapping
 from swiotlb.policies.base import BouncePolicy, PolicyDevice
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # subclassed outside the mypyc build
 class StaticPolicy(BouncePolicy):
     """A pass-through to :class:`~swiotlb.core.IoTlbMem` with no fallback on failure."""
 

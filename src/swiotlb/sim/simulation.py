@@ -33,8 +33,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, ClassVar
 
+from swiotlb._mypyc import mypyc_attr
 from swiotlb.core import MapFailure, MapRefused
 from swiotlb.core.allocator import Tally
 from swiotlb.dma import Machine
@@ -67,7 +68,7 @@ CORE_STEPS: tuple[str, ...] = ("slot_probe", "slot_mark", "list_fixup", "lock_ac
 class _Pending:
     """The type of :data:`PENDING`."""
 
-    _instance: _Pending | None = None
+    _instance: ClassVar[_Pending | None] = None
 
     def __new__(cls) -> _Pending:
         if cls._instance is None:
@@ -85,6 +86,7 @@ PENDING = _Pending()
 """What :meth:`Simulation.map` returns when it deferred the map; ``then`` gets the outcome later."""
 
 
+@mypyc_attr(native_class=False)  # mypyc cannot subclass RuntimeError natively
 class SimulationError(RuntimeError):
     """A misuse of the simulator (a bad argument, an unmap of a mapping that is not live)."""
 

@@ -13,21 +13,12 @@ only sizes, directions and timing; ``rw`` only chooses the read/write mix.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from swiotlb.dma.types import DmaDirection
-from swiotlb.workloads.base import (
-    Checker,
-    SimLike,
-    SizeMix,
-    Windows,
-    draws,
-    pending_sentinel,
-    size_draws,
-    stop_of,
-)
+from swiotlb.workloads.base import Checker, SimLike, SizeMix, draws
+from swiotlb.workloads.fio_lanes import start_lanes
 
 RW_MODES = ("read", "write", "randread", "randwrite", "rw", "randrw")
 
@@ -103,122 +94,5 @@ class Fio:
 
     def start(self, sim: SimLike) -> None:
         """Create ``jobs x max(iodepth, burst_iodepth)`` lanes and start ``iodepth`` of each."""
-        c = Checker(self.kind, self.name)
-        if self.cpu is not None:
-            c.cpu(self.cpu, sim)
-        dev = sim.device(self.device)
-        stop = stop_of(self.stop_ns, sim)
-        if self.start_ns >= stop:
-            return
-        engine = sim.engine
-        at = engine.at
-        end = sim.end_ns
-        map_, unmap, observe, count = sim.map, sim.unmap, sim.observe, sim.count
-        pending = pending_sentinel()
-        sizes = size_draws(sim.rng(f"{self.name}/bs"), self.bs, dev, sim.rng(f"{self.name}/jitter"))
-        dirs = self._directions(sim)
-        dev_name, may_sleep, offset = self.device, self.may_sleep, self.offset
-        requeue, think, defer = self.requeue_ns, self.think_ns, self.defer
-        lat_key, ios_key, requeued_key = f"{self.name}/latency_ns", f"{self.name}/ios", f"{self.name}/requeued"
+        start_lanes(self, sim)  # in its own module, which the mypyc build compiles
 
-        bursty = self.burst_iodepth > 0
-        lanes_per_job = max(self.iodepth, self.burst_iodepth) if bursty else self.iodepth
-        depth = [self.iodepth]  # the current depth per job, changed at burst boundaries
-        idle: list[bool] = []  # per lane: not running an I/O (declined at its last chance)
-        issues: list[Callable[[], None]] = []
-        cpu_free = [0] * self.jobs  # per job: when its CPU finishes the last map it submitted
-
-        def make_lane(k: int, idx: int, cpu: int, job: int) -> Callable[[], None]:
-            m: Any = None
-            t0 = size = svc = 0
-            d = DmaDirection.FROM_DEVICE
-
-            def issue() -> None:
-                nonlocal t0, size, svc, d
-                now = engine.now
-                if idx >= depth[0] or now >= stop:
-                    idle[k] = True
-                    return
-                size, svc = next(sizes)
-                d = next(dirs)
-                t0 = now
-                attempt()
-
-            def attempt() -> None:
-                nonlocal m
-                r = map_(dev_name, size, d, cpu=cpu, may_sleep=may_sleep, offset=offset, then=then)
-                if r is None:
-                    count(requeued_key)
-                    t = engine.now + requeue
-                    if t < end:
-                        at(t, attempt)
-                elif r is not pending:
-                    m = r
-                    cpu_free[job] = r.ready_ns
-                    at(r.ready_ns + svc, complete)
-
-            def mapped(r: Any) -> None:
-                """A deferred map's outcome (``then=``): as in :func:`attempt`."""
-                nonlocal m
-                if r is None:
-                    count(requeued_key)
-                    t = engine.now + requeue
-                    if t < end:
-                        at(t, attempt)
-                else:
-                    m = r
-                    cpu_free[job] = max(cpu_free[job], r.ready_ns)
-                    at(r.ready_ns + svc, complete)
-
-            def complete() -> None:
-                unmap(m)
-                now = engine.now
-                observe(lat_key, now - t0)
-                count(ios_key)
-                if not think:
-                    issue()
-                elif now + think < stop:
-                    at(now + think, issue)
-                else:
-                    idle[k] = True
-
-            then = mapped if defer else None
-            return issue
-
-        for j in range(self.jobs):
-            cpu = self.cpu if self.cpu is not None else j % sim.cpus
-            for i in range(lanes_per_job):
-                idle.append(True)
-                issues.append(make_lane(len(issues), i, cpu, j))
-
-        def fill(j: int, k: int) -> None:
-            """Start job ``j``'s idle lanes from lane ``k`` on, one at a time: like fio
-            (``iodepth_batch_submit=1``), a job submits its next I/O once the CPU has finished
-            mapping the previous one, so a queue fills over the maps' modelled CPU time."""
-            last = j * lanes_per_job + min(depth[0], lanes_per_job)
-            while k < last:
-                lane = k
-                k += 1
-                if idle[lane]:
-                    idle[lane] = False
-                    issues[lane]()
-                    if cpu_free[j] > engine.now and k < last:
-                        at(cpu_free[j], lambda: fill(j, k))
-                        return
-
-        def wake() -> None:
-            """Start every idle lane below the current depth (at the start and burst starts)."""
-            for j in range(self.jobs):
-                fill(j, j * lanes_per_job)
-
-        if not bursty:
-            at(self.start_ns, wake)
-            return
-        windows = Windows(self.burst_at_ns, self.burst_ns, self.period_ns)
-        normal, burst = self.iodepth, self.burst_iodepth
-
-        def boundary() -> None:
-            depth[0] = burst if windows.state(engine.now)[0] else normal
-            wake()
-
-        engine.add_source(((t, boundary) for t, _ in windows.boundaries(self.start_ns, stop)), f"{self.name}/bursts")
