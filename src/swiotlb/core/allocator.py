@@ -380,7 +380,8 @@ class IoTlbMem:
         return plan
 
     def _search_pool_area(
-        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int, crowd: int = 0
+        self, pool: IoTlbPool, area_index: int, plan: _Plan, orig_addr: int, size: int, crowd: int = 0,
+        look: bool = True,
     ) -> int:
         """``swiotlb_search_pool_area`` (spec §3.3): search one area, take the slots; -1 if none.
 
@@ -390,15 +391,16 @@ class IoTlbMem:
 
         ``crowd`` > 0 is the first pass of the roomy-first walk (:meth:`roomy_first`): an
         area with fewer than ``crowd`` free slots gets only the probe at its cursor, and
-        :data:`CROWDED` when that does not fit. 0 is the kernel's search.
+        :data:`CROWDED` when that does not fit. 0 is the kernel's search. ``look=False``:
+        the caller has made the look before the lock already.
         """
         n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
         area = pool.areas[area_index]
         nslabs = pool.area_nslabs
-        if n > nslabs - area.used or (
+        if look and (n > nslabs - area.used or (
             n > 1 and plan[5] and nslabs - area.used >= crowd
             and (n > IO_TLB_SEGSIZE or _AT_LEAST[n].search(area.blkub) is None)
-        ):
+        )):
             return -1  # cheap look before the lock; the answer cannot change the outcome
         am, im, stride, q_plain, q_orig, fast, bmask, window, low_mask = plan
         tbl = pool.start & bmask
@@ -521,7 +523,9 @@ class IoTlbMem:
         if self._hints:
             return self._find_slots_roomy(dev, orig_addr, size, alloc_align_mask, cpu, plan)
         steps = self.steps
-        search = self._search_pool_area if steps is None else self._search_counted
+        if steps is None:
+            return self._find_slots_uncounted(dev, orig_addr, size, alloc_align_mask, cpu, plan)
+        search = self._search_counted
         pools = self.pools
         if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
             for pool in pools:  # pool-major: every area of a pool before the next pool
@@ -540,6 +544,48 @@ class IoTlbMem:
                     steps["pool_walk"] += 1  # the list walk visits the pool even when it skips it
                 if off < pool.nareas:
                     slot = search(pool, (cpu + off) & (pool.nareas - 1), plan, orig_addr, size)
+                    if slot >= 0:
+                        return pool, slot
+        return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
+
+    def _find_slots_uncounted(
+        self, dev: DmaParams, orig_addr: int, size: int, alloc_align_mask: int, cpu: int, plan: _Plan
+    ) -> tuple[IoTlbPool, int] | None:
+        """:meth:`_find_slots` when nothing is counted: the same walk, with the look before
+        the lock of :meth:`_search_pool_area` made here, so that an area that cannot fit
+        costs no call (most areas, when the pool is nearly full)."""
+        n = (size + SLOT_LOW_MASK) >> IO_TLB_SHIFT
+        # the upper-bound look applies to fast plans of runs over one slot
+        look = _AT_LEAST[n] if 1 < n <= IO_TLB_SEGSIZE and plan[5] else None
+        never = n > IO_TLB_SEGSIZE and plan[5]  # no run is that long
+        search = self._search_pool_area
+        pools = self.pools
+        if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
+            for pool in pools:  # pool-major: every area of a pool before the next pool
+                mask = pool.nareas - 1
+                start = cpu & mask
+                areas = pool.areas
+                room = pool.area_nslabs - n  # an area with more used slots than this cannot fit
+                for off in range(pool.nareas):
+                    a = (start + off) & mask
+                    area = areas[a]
+                    if area.used > room or never or (look is not None and look.search(area.blkub) is None):
+                        continue
+                    slot = search(pool, a, plan, orig_addr, size, 0, False)
+                    if slot >= 0:
+                        return pool, slot
+            return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
+        for off in range(self.default_nareas):  # area-major (>= 6.8)
+            for pool in pools:
+                if off < pool.nareas:
+                    a = (cpu + off) & (pool.nareas - 1)
+                    area = pool.areas[a]
+                    if (
+                        area.used > pool.area_nslabs - n or never
+                        or (look is not None and look.search(area.blkub) is None)
+                    ):
+                        continue
+                    slot = search(pool, a, plan, orig_addr, size, 0, False)
                     if slot >= 0:
                         return pool, slot
         return self._exhausted(dev, orig_addr, size, alloc_align_mask, cpu)
