@@ -427,7 +427,9 @@ class IoTlbMem:
                 ):
                     if nslabs - area.used < crowd:
                         return CROWDED  # roomy-first walk: a crowded area waits for the second pass
-                    slot = search_past_cursor(pool, area_index, n, q, (residue - base) & (q - 1), stride, shift, window)
+                    slot = search_past_cursor(
+                        pool, area_index, n, q, (residue - base) & (q - 1), stride, shift, window, True
+                    )  # the look before the lock has consulted the upper-bound index
             elif nslabs - area.used < crowd:
                 return CROWDED
             else:
@@ -806,6 +808,8 @@ class IoTlbMem:
                     )
         if size > MAX_SEGMENT_BYTES and self.dynamic and self.profile.early_reject:
             found = None  # the >= 6.9 early reject: no search, no growth
+        elif self.steps is None and not self._hints:
+            found = self._find_slots_uncounted(dev, orig_addr, size, alloc_align_mask, cpu, plan)
         else:
             found = self._find_slots(dev, orig_addr, size, alloc_align_mask, cpu, plan)
         if found is None:

@@ -308,17 +308,19 @@ def fast_search(
 
 
 def search_past_cursor(
-    pool: IoTlbPool, area_index: int, n: int, q: int, residue: int, stride: int, shift: int, window: int
+    pool: IoTlbPool, area_index: int, n: int, q: int, residue: int, stride: int, shift: int, window: int,
+    looked: bool = False,
 ) -> int:
     """:func:`fast_search` after its quick reject and a first aligned probe that did not fit.
 
     ``residue`` is the alignment residue in area indices (``0 <= residue < q``). The allocator
-    makes the quick reject and the first probe itself, then calls this directly.
+    makes the quick reject and the first probe itself, then calls this directly; ``looked``
+    says it has also consulted the upper-bound index, so this does not look again.
     """
     if n > IO_TLB_SEGSIZE or n > window:
         return -1  # no free run is that long, or every start crosses a window edge
     area = pool.areas[area_index]
-    if n > 1 and _AT_LEAST[n].search(area.blkub) is None:
+    if n > 1 and not looked and _AT_LEAST[n].search(area.blkub) is None:
         return -1  # no block of this area can hold a run of n
     nslabs = pool.area_nslabs
     base = area_index * nslabs
