@@ -492,3 +492,22 @@ def test_the_smallest_growth_scales_with_ram_only_in_a_confidential_guest(ram: i
     policy, _ = setup(1024, coco=coco, ram=ram)
     assert policy.min_grow_slabs == slabs
     assert setup(1024, coco=coco, ram=ram, min_grow_slabs=2048)[0].min_grow_slabs == 2048
+
+
+def test_a_zones_first_idle_time_follows_its_idle_pools() -> None:
+    """``BounceZone.first_idle`` keeps the oldest idle time without a pass over the pools; driven
+    at random (pools going idle, renewed, busy), it always equals the minimum taken afresh."""
+    m = Machine("4G", cmdline="swiotlb=force swiotlb.policy=adaptive")
+    assert isinstance(m.policy, AdaptivePolicy)
+    zone = m.policy._default
+    rng = random.Random(5)
+    now = 0
+    for _ in range(5000):
+        now += rng.randrange(3)  # equal times too
+        key = rng.randrange(8)
+        if rng.random() < 0.5:
+            zone.went_idle(key, now)  # new or renewed
+        else:
+            zone.went_busy(key)  # idle or not
+        if rng.random() < 0.7:  # asked often, not always: invalidations pile up in between
+            assert zone.first_idle() == (min(zone.idle_since.values()) if zone.idle_since else None)

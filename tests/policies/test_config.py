@@ -7,6 +7,7 @@ import pytest
 from swiotlb import Machine
 from swiotlb.policies import AdaptivePolicy, Linux66Policy
 from swiotlb.policies.config import BounceConfig, ConfigError, knob_defaults
+from tests.conftest import pure_only
 
 
 def test_cmdline_selects_policy_and_parses_knobs() -> None:
@@ -55,3 +56,13 @@ def test_machine_reads_the_policy_from_its_command_line() -> None:
     assert isinstance(m.policy, AdaptivePolicy) and m.policy.knobs.idle_ns == 7
     with pytest.raises(ConfigError):
         Machine("4G", cmdline="swiotlb=force swiotlb.policy=adaptive swiotlb.nope=1")
+
+
+@pure_only("swiotlb.policies.linux66", "__init__ keeps no signature, which is why knobs_schema spells it out")
+def test_linux66_knob_schema_matches_its_init() -> None:
+    import inspect
+
+    params = list(inspect.signature(Linux66Policy.__init__).parameters.values())
+    declared = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    assert Linux66Policy.knobs_schema() == declared
+    assert list(Linux66Policy.knobs_schema()) == list(declared)

@@ -9,6 +9,7 @@ import pytest
 
 from swiotlb.dma.errors import DoubleUnmapError
 from swiotlb.dma.types import DmaAttrs, DmaDirection
+from swiotlb.policies import POLICIES, policy_class
 from swiotlb.sim.costs import CostModel
 from swiotlb.sim.metrics import StepGauge
 from swiotlb.sim.simulation import PENDING, SimMapping, Simulation, SimulationError
@@ -228,26 +229,48 @@ def test_footprint_time_series_on_a_grid() -> None:
 
 
 # -- pricing ------------------------------------------------------------------------------------
-def checked(s: Simulation) -> Simulation:
-    """``s`` with the policy's map and release wrapped to check the invariant that prices a call
-    with one reading: the slot work priced so far equals the simulator's running total whenever
-    the policy is entered (so a call's hold is its own work only)."""
-    policy_map, policy_release = s._policy_map, s._policy_release
+class PricingCheck:
+    """The simulation a :func:`checked` policy checks, and how many calls it checked."""
 
-    def map_(*a: Any, **kw: Any) -> Any:
-        assert s._work == s._priced()
-        return policy_map(*a, **kw)
+    sim: Simulation | None = None
+    calls = 0
 
-    def release(*a: Any, **kw: Any) -> Any:
-        assert s._work == s._priced()
-        return policy_release(*a, **kw)
+    def __call__(self) -> None:
+        s = self.sim
+        if s is not None:  # None while the machine is being built
+            assert s._work == s._priced()
+            self.calls += 1
 
-    s._policy_map, s._policy_release = map_, release  # type: ignore[method-assign]
-    return s
+
+def checked(monkeypatch: pytest.MonkeyPatch, policy: str) -> PricingCheck:
+    """Register ``policy`` as a subclass whose map and release check the invariant that prices a
+    call with one reading: the slot work priced so far equals the simulator's running total
+    whenever the policy is entered (so a call's hold is its own work only).
+
+    The simulator calls ``self.policy.map`` and ``release`` directly, and a compiled policy's
+    methods cannot be replaced on the instance, so the check sits on a subclass (the compiled
+    policies allow interpreted subclasses). Set the returned check's ``sim`` once it is built.
+    """
+    check = PricingCheck()
+    base: Any = policy_class(policy)
+
+    class Checked(base):  # type: ignore[misc,valid-type]
+        def map(self, *a: Any, **kw: Any) -> Any:
+            check()
+            return super().map(*a, **kw)
+
+        def release(self, *a: Any, **kw: Any) -> Any:
+            check()
+            return super().release(*a, **kw)
+
+    monkeypatch.setitem(POLICIES, policy, Checked)
+    return check
 
 
 @pytest.mark.parametrize("case", ["deferrals", "worker", "unaddressable", "full"])
-def test_each_call_is_priced_from_the_work_it_adds(case: str) -> None:
+def test_each_call_is_priced_from_the_work_it_adds(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = {"deferrals": "adaptive", "worker": "linux-6.6"}.get(case, "static")
+    check = checked(monkeypatch, policy)
     if case == "deferrals":  # retries run inside the worker, after its own slot work
         s = sim(policy="adaptive", policy_options={"max_total_slabs": 1024, "initial_slabs": 512, "transient": False})
         s.add(Fio("j", "vda", bs=((131072, 1),), iodepth=16, jobs=2, may_sleep=True, defer=True))
@@ -261,8 +284,11 @@ def test_each_call_is_priced_from_the_work_it_adds(case: str) -> None:
     else:
         s = sim({"cmdline": "swiotlb=1024,force"})
         s.add(Fio("j", "vda", bs=((262144, 1),), iodepth=32, jobs=2, requeue_ns=200 * US))
-    r = checked(s).run()
+    assert type(s.policy).__name__ == "Checked"
+    check.sim = s
+    r = s.run()
     assert s._work == s._priced() and r["maps"] > 100
+    assert check.calls >= r["maps"] + r["unmaps"]  # every map and unmap entered the policy checked
     assert {"deferrals": r["deferred"], "worker": r["worker_runs"], "full": r["failures"]["full"],
             "unaddressable": r["failures"]["unaddressable"]}[case] > 0  # the path was taken
 

@@ -18,11 +18,11 @@ validated, including the sleep rule, but change nothing and cost nothing.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
 from swiotlb.memory import intervals
 
 from swiotlb.memory.gfp import SleepInAtomicContext
+from swiotlb.memory.stats import EncryptionStats as EncryptionStats  # re-exported: it lived here
 
 DEFAULT_COST_NS_PER_CALL = 20_000  # assumption: TLB shootdown + hypercall round trip
 DEFAULT_COST_NS_PER_PAGE = 1_000  # assumption: per-page state change and validation
@@ -30,16 +30,6 @@ DEFAULT_COST_NS_PER_PAGE = 1_000  # assumption: per-page state change and valida
 
 class EncryptionError(ValueError):
     """A conversion of pages that are not in the expected state; the message names the address."""
-
-
-@dataclass
-class EncryptionStats:
-    decrypt_ops: int = 0
-    encrypt_ops: int = 0
-    decrypted_pages: int = 0
-    encrypted_pages: int = 0
-    cost_ns: int = 0
-    shared_pages_hiwater: int = 0
 
 
 class MemoryEncryption:

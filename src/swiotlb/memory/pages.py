@@ -39,7 +39,7 @@ import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from swiotlb.memory.buddy import BuddyAllocator, BuddyError, DoubleFree
@@ -52,6 +52,7 @@ from swiotlb.memory.gfp import (
     check_zone_bits,
     may_sleep,
 )
+from swiotlb.memory.stats import PageStats as PageStats  # re-exported: it lived here
 from swiotlb.memory.zones import Zone, ZoneLayout
 
 PAGE_ALLOC_COSTLY_ORDER = 3  # above this the kernel neither retries hard nor invokes the OOM killer
@@ -86,27 +87,6 @@ class CmaRegion:
     start: int
     size: int
     name: str = "cma"
-
-
-@dataclass
-class PageStats:
-    """Counters; ``allocations`` and ``failures`` are keyed by (zone name, order). A failure is
-    charged to the highest zone the request allowed."""
-
-    allocations: Counter[tuple[str, int]] = field(default_factory=Counter)
-    failures: Counter[tuple[str, int]] = field(default_factory=Counter)
-    frees: int = 0
-    cma_lent: int = 0  # movable allocations served from CMA pages
-    migrated_pages: int = 0
-    migration_cost_ns: int = 0
-    compactions: int = 0
-    compaction_successes: int = 0
-    contig_allocations: int = 0
-    contig_failures: int = 0
-    oom_events: int = 0
-    oom_by_owner: Counter[str] = field(default_factory=Counter)
-    warnings: int = 0  # failures without __GFP_NOWARN ("page allocation failure")
-    injected_failures: int = 0
 
 
 class _Area:

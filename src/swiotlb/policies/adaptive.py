@@ -141,14 +141,55 @@ class BounceZone:
     mem: IoTlbMem
     waiters: DeferralQueue  # deferred maps waiting for room in this zone (FIFO)
     work_due: int | None = None
-    idle_since: dict[int, int] = field(default_factory=dict)  # id(pool) -> ns it went idle
+    # id(pool) -> ns it went idle. Change it only through went_idle and went_busy, which keep
+    # first_idle, the oldest of these times, without a pass over them.
+    idle_since: dict[int, int] = field(default_factory=dict)
     transient: dict[str, list[IoTlbPool]] = field(default_factory=lambda: defaultdict(list))
     window_start: int = 0  # the demand window: when it began ...
     window_peak: int = 0  # ... and the most slots in use (transient ones included) since
+    # min(idle_since.values()), or None when there is none, while _first_idle_known holds;
+    # else found again when next asked (set in __post_init__: a compiled dataclass has no
+    # class-level defaults for fields outside __init__)
+    _first_idle: int | None = field(init=False, repr=False)
+    _first_idle_known: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._first_idle = None
+        self._first_idle_known = not self.idle_since
 
     def quiet(self, small_demand_slabs: int) -> bool:
         """Has this window's demand stayed small enough to need no standing pool?"""
         return small_demand_slabs > 0 and self.window_peak <= small_demand_slabs
+
+    def went_idle(self, key: int, now: int) -> None:
+        """The pool ``key`` (its id) went idle at ``now``."""
+        old = self.idle_since.get(key)
+        self.idle_since[key] = now
+        if not self._first_idle_known:
+            return
+        first = self._first_idle
+        if old is not None and old == first:
+            self._first_idle_known = False  # the oldest time moved: find it when next asked
+        elif first is None or now < first:
+            self._first_idle = now
+
+    def went_busy(self, key: int) -> None:
+        """The pool ``key`` is no longer idle (it is in use, kept or gone)."""
+        old = self.idle_since.pop(key, None)
+        if old is not None and old == self._first_idle:
+            self._first_idle_known = False
+
+    def first_idle(self) -> int | None:
+        """When the longest-idle pool went idle (None: none is idle).
+
+        A simulator asks for the next deadline after every map and unmap (see
+        :meth:`AdaptivePolicy.next_deadline`), and the minimum over the idle pools was most of
+        that cost; it changes only when the oldest entry goes or is renewed.
+        """
+        if not self._first_idle_known:
+            self._first_idle = min(self.idle_since.values()) if self.idle_since else None
+            self._first_idle_known = True
+        return self._first_idle
 
     @property
     def reserved_slabs(self) -> int:
@@ -281,7 +322,7 @@ class AdaptivePolicy(BouncePolicy):
         r = mem.tbl_map_single(dev, orig_addr, size, alloc_align_mask, cpu=cpu, alloc_size=alloc_size)
         if type(r) is SlotMapping:
             self._uses.add(dev.name)
-            zone.idle_since.pop(id(r.pool), None)
+            zone.went_busy(id(r.pool))
             if mem.total_used > zone.window_peak:
                 zone.window_peak = mem.total_used
                 if not mem.nslabs and not zone.quiet(self.knobs.small_demand_slabs):
@@ -357,7 +398,7 @@ class AdaptivePolicy(BouncePolicy):
         zone.mem.add_pool(pool)
         with self._lock:
             self._zone_of_pool[id(pool)] = zone
-            zone.idle_since[id(pool)] = self.env.now()
+            zone.went_idle(id(pool), self.env.now())
         self.counts.add("pools_created")
         zone.waiters.kick()
         return pool
@@ -450,8 +491,9 @@ class AdaptivePolicy(BouncePolicy):
     def _zone_deadline(z: BounceZone, idle_ns: int, windows: bool) -> int | None:
         """One zone's earliest timed work: its worker, its oldest idle pool, its quiet window."""
         best: int | None = z.work_due
-        if z.idle_since:
-            t = min(z.idle_since.values()) + idle_ns
+        first_idle = z.first_idle()
+        if first_idle is not None:
+            t = first_idle + idle_ns
             if best is None or t < best:
                 best = t
         if windows and z.mem.pools:
@@ -464,13 +506,13 @@ class AdaptivePolicy(BouncePolicy):
         freed = 0
         mem = zone.mem
         if zone.limit is None and mem.pools:
-            zone.idle_since.pop(id(mem.pools[-1]), None)  # the boot pool stays: no deadline for it
+            zone.went_busy(id(mem.pools[-1]))  # the boot pool stays: no deadline for it
         for pool in list(mem.pools[:-1] if zone.limit is None else mem.pools):
             since = zone.idle_since.get(id(pool))
             if since is None or pool.used or now - since < self.knobs.idle_ns:
                 continue
             if mem.nslabs - pool.nslabs < self.knobs.min_keep_slabs:
-                zone.idle_since.pop(id(pool), None)  # kept; its next idle spell starts a new clock
+                zone.went_busy(id(pool))  # kept; its next idle spell starts a new clock
                 continue
             self._free_pool(zone, pool)
             freed += 1
@@ -480,7 +522,7 @@ class AdaptivePolicy(BouncePolicy):
         """Unlist an empty pool and give its memory back (encrypted again in a CoCo guest)."""
         zone.mem.remove_pool(pool)
         with self._lock:
-            zone.idle_since.pop(id(pool), None)
+            zone.went_busy(id(pool))
             self._zone_of_pool.pop(id(pool), None)
         if pool.late_alloc:
             self.env.free_bounce(pool.start, pool.nslabs << IO_TLB_SHIFT, may_sleep=True, owner="swiotlb")
@@ -513,7 +555,7 @@ class AdaptivePolicy(BouncePolicy):
         elif not pool.areas[((tlb_addr - pool.start) >> IO_TLB_SHIFT) // pool.area_nslabs].used and not pool.used:
             # the pool went idle. Usually the released slots' area still has slots in use, which
             # says no in one look; pool.used sums every area.
-            zone.idle_since[id(pool)] = self.env.now()
+            zone.went_idle(id(pool), self.env.now())
         zone.waiters.kick()
         return n
 
