@@ -17,11 +17,10 @@ import json
 import random
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, SlotMapping, get_profile
+from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, IoTlbSteps, SlotMapping, get_profile
 from swiotlb.core.search import take_slots
 from swiotlb.lab.vectors import LEGACY_PROFILE, iter_cases
 
@@ -130,7 +129,7 @@ class Easy:
     """The simulator's common case: a mostly empty 1 GiB pool with 8 areas, 4 KiB and 128 KiB
     maps from random CPUs, 64 mappings live (each map releases the oldest), through the
     public ``tbl_map_single`` and ``release_slots`` (seeded). ``steps`` counts the kernel's
-    steps into a shared ``Counter``, as a policy's zones do."""
+    steps into a shared ``IoTlbSteps``, as a policy's zones do."""
 
     def __init__(self, ops: int, live: int, steps: bool, seed: int) -> None:
         rng = random.Random(seed)
@@ -143,7 +142,7 @@ class Easy:
         self.calls = 2 * ops - live
 
     def build(self) -> IoTlbMem:
-        counter: Counter[str] = Counter()
+        counter = IoTlbSteps()
         return IoTlbMem([IoTlbPool(0x1_0000_0000, 524288, 8)], get_profile("v6.12"),
                         count_steps=counter if self.steps else False)
 
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, steps in (("easy-1gib-8areas", False), ("easy-1gib-8areas-steps", True)):
         easy = Easy(20000, 64, steps, seed=11)
         rates[name] = easy.calls / best_time(easy.replay, args.repeat, easy.build)  # type: ignore[arg-type]
-        notes[name] = "64 live maps of 4 KiB or 128 KiB" + ("; count_steps on (shared Counter)" if steps else "")
+        notes[name] = "64 live maps of 4 KiB or 128 KiB" + ("; count_steps on (shared IoTlbSteps)" if steps else "")
     notes["frag-holes-1-8"] += f"; C {C_HOLES / 1e6:.2f}"
     notes["frag-single-slot"] += f"; C {C_SINGLE / 1e6:.2f}, target {3 * C_SINGLE / 1e6:.2f}"
     ratio = rates["frag-99pct-64mib"] / rates["frag-99pct-1gib"]

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, MapRefused, SlotMapping
+from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, IoTlbSteps, MapRefused, SlotMapping
 from swiotlb.core.profiles import V6_6, V6_12, KernelProfile
 from swiotlb.core.search import free_slots, take_slots
 from tests.core.test_allocator import snapshot
@@ -77,7 +77,7 @@ def test_hot_path_matches_the_literal_allocator(
 def test_counting_does_not_change_decisions() -> None:
     dev = DeviceParams(0xFFF)
     ops = script(3, 2000)
-    shared: Counter[str] = Counter()
+    shared = IoTlbSteps()
     mems = [IoTlbMem([IoTlbPool(START, 2048, 8)], V6_12, count_steps=c) for c in (False, shared)]
     assert replay(mems[0], dev, ops) == replay(mems[1], dev, ops)
     assert snapshot(mems[0]) == snapshot(mems[1])

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swiotlb.core import DeviceParams, IoTlbMem, IoTlbPool, SlotMapping
-from swiotlb.core.allocator import Tally
+from swiotlb.core.allocator import IoTlbSteps, Tally
 from swiotlb.core.constants import IO_TLB_SEGSIZE, IO_TLB_SIZE, is_span_boundary
 from swiotlb.core.profiles import V5_15, V6_6, V6_12, KernelProfile, SearchMasks
 from swiotlb.core.search import (
@@ -242,23 +244,28 @@ def test_counting_is_off_by_default() -> None:
     assert isinstance(mem.tbl_map_single(DeviceParams(), 0x1000, 4096), SlotMapping)
 
 
-def test_steps_are_a_counter_with_dicts_stores() -> None:
-    """``steps`` is a :class:`Tally`: a Counter in every way but deleting a missing key, whose
-    item stores take dict's C slot (``Counter.__delitem__`` would route them through Python)."""
+def test_steps_are_native_counts_read_as_a_mapping() -> None:
+    """``steps`` is an :class:`IoTlbSteps`: the allocator's steps are int attributes, other keys
+    a dict, and the whole reads like a Counter (missing keys 0, zero counts left out)."""
     mem = IoTlbMem([IoTlbPool(0x8000_0000, 1024, 1)], count_steps=True)
     steps = mem.steps
-    assert isinstance(steps, Tally) and isinstance(steps, Counter)
-    assert Tally.__dict__["__delitem__"] is dict.__delitem__
-    assert steps["never_counted"] == 0 and "never_counted" not in steps
+    assert isinstance(steps, IoTlbSteps) and isinstance(steps, Mapping)
+    assert Tally.__dict__["__delitem__"] is dict.__delitem__  # the simulator's counters
+    assert steps["never_counted"] == 0 and "never_counted" not in steps and "slot_probe" not in steps
     steps["copy_byte"] += 4096
     assert isinstance(mem.tbl_map_single(DeviceParams(), 0x1000, 4096), SlotMapping)
     assert steps == Counter(copy_byte=4096, pool_walk=1, lock_acquire=1, area_search=1, slot_probe=1, slot_mark=2)
-    total = steps + Counter(copy_byte=1)
-    assert type(total) is Counter and total["copy_byte"] == 4097
-    del steps["copy_byte"]
-    assert "copy_byte" not in steps
+    assert Counter(copy_byte=4096, pool_walk=1, lock_acquire=1, area_search=1, slot_probe=1, slot_mark=2) == steps
+    assert steps.slot_mark == steps["slot_mark"] == 2 and "slot_mark" in steps
+    assert Counter(steps) == Counter(dict(steps.items())) and len(steps) == 6
+    total = Counter(steps) + Counter(copy_byte=1)
+    assert total["copy_byte"] == 4097
     shared = IoTlbMem([IoTlbPool(0x9000_0000, 1024, 1)], count_steps=steps)
-    assert shared.steps is steps  # a given Counter is counted into as it is
+    assert shared.steps is steps  # a given tally is counted into as it is
+    steps.clear()
+    assert steps == Counter() and steps.slot_mark == 0
+    with pytest.raises(TypeError):
+        IoTlbMem([IoTlbPool(0xA000_0000, 1024, 1)], count_steps=Counter())  # type: ignore[arg-type]
 
 
 def test_slow_profiles_count_their_loop() -> None:

@@ -202,8 +202,10 @@ def test_next_deadline_is_the_worker_and_footprint_counts_transient_pools() -> N
 def test_the_environment_counts_page_allocations_by_order() -> None:
     from collections import Counter
 
+    from swiotlb.core import IoTlbSteps
+
     policy, clock = setup(1024)
-    steps: Counter[str] = Counter()
+    steps = IoTlbSteps()
     policy.env.steps = steps
     fill(policy, Dev(), 8)
     policy.map(Dev(), 0x2_0000_0000, 5000)  # a 3-slot transient pool: one order-1 allocation

@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
+from collections.abc import Iterator, Mapping
 from typing import Callable, Iterable, Protocol
 
 from swiotlb._mypyc import mypyc_attr
@@ -158,7 +159,7 @@ def _free_run_before(pool: IoTlbPool, slot: int) -> int:
 
 @mypyc_attr(native_class=False)  # a plain Python class, so that ``__delitem__`` below is its slot
 class Tally(Counter[str]):
-    """A :class:`~collections.Counter` for tallies bumped on hot paths (:attr:`IoTlbMem.steps`).
+    """A :class:`~collections.Counter` for tallies bumped on hot paths (a simulation's counters).
 
     ``Counter`` defines ``__delitem__`` in Python (to ignore missing keys), and because item
     stores and deletes share one C slot, that makes CPython send *every* store through a generic
@@ -169,6 +170,98 @@ class Tally(Counter[str]):
     """
 
     __delitem__ = dict.__delitem__  # type: ignore[assignment]  # keys only, never deleted
+
+
+STEP_NAMES: tuple[str, ...] = (
+    "slot_probe", "slot_mark", "list_fixup", "lock_acquire", "pool_walk",
+    "area_search", "area_quick_reject", "area_crowded",
+)
+"""The steps the allocator itself counts (:class:`IoTlbSteps`), as attributes of their own."""
+
+
+class IoTlbSteps:
+    """The step tally of :attr:`IoTlbMem.steps`: one int attribute per step the allocator counts
+    (:data:`STEP_NAMES`) and a dict for the keys others add (``page_alloc_order_<k>``, a
+    simulator's ``worker_wakeup``).
+
+    Why not a Counter: a counted map bumps about six tallies and the simulator reads five after
+    every call; on a dict subclass each goes through CPython's generic subscript, while an
+    attribute of this class is a field of a C struct in the compiled build (and a specialised
+    instance-attribute access in pure Python). Read it as a mapping of counts: ``steps[key]``
+    (0 when never counted), ``items()``, ``copy()`` and ``steps - snapshot`` (Counters), ``==`` against a Counter or
+    another tally (zero counts ignored, as Counter does), ``clear()``.
+    """
+
+    def __init__(self) -> None:
+        self.slot_probe = 0
+        self.slot_mark = 0
+        self.list_fixup = 0
+        self.lock_acquire = 0
+        self.pool_walk = 0
+        self.area_search = 0
+        self.area_quick_reject = 0
+        self.area_crowded = 0
+        self.other: dict[str, int] = {}  # keys counted by others, in the order first counted
+
+    def __getitem__(self, key: str) -> int:
+        if key in STEP_NAMES:
+            value: int = getattr(self, key)
+            return value
+        return self.other.get(key, 0)
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if key in STEP_NAMES:
+            setattr(self, key, value)
+        else:
+            self.other[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def keys(self) -> list[str]:
+        """The steps counted (allocator steps with a count of 0 left out) and the other keys."""
+        return [k for k, _ in self.items()]
+
+    def items(self) -> list[tuple[str, int]]:
+        counted = [(k, self[k]) for k in STEP_NAMES]
+        return [(k, v) for k, v in counted if v] + list(self.other.items())
+
+    def get(self, key: str, default: int = 0) -> int:
+        return self[key] if key in STEP_NAMES or key in self.other else default
+
+    def copy(self) -> Counter[str]:
+        """A snapshot of the counts, as a Counter (to subtract from a later reading)."""
+        return Counter(dict(self.items()))
+
+    def __sub__(self, other: Mapping[str, int]) -> Counter[str]:
+        """The counts since ``other`` (a snapshot), as Counter subtraction gives them."""
+        return self.copy() - Counter(other)
+
+    def clear(self) -> None:
+        for k in STEP_NAMES:
+            setattr(self, k, 0)
+        self.other.clear()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, IoTlbSteps):
+            theirs = dict(other.items())
+        elif isinstance(other, Mapping):
+            theirs = dict(other)
+        else:
+            return NotImplemented
+        return {k: v for k, v in self.items() if v} == {k: v for k, v in theirs.items() if v}
+
+    def __repr__(self) -> str:
+        return f"IoTlbSteps({dict(self.items())!r})"
+
+
+Mapping.register(IoTlbSteps)  # a read-only mapping to Counter(), dict() and isinstance checks
 
 
 class ReleaseError(ValueError):
@@ -183,13 +276,13 @@ class IoTlbMem:
     256 KiB reject of >= 6.9); growth itself belongs to the policies layer, which adds pools
     with :meth:`add_pool`. ``fast=False`` forces the literal probe-by-probe search.
 
-    ``count_steps=True`` makes :attr:`steps` a :class:`Tally` (a Counter) of the work the
+    ``count_steps=True`` makes :attr:`steps` an :class:`IoTlbSteps` tally of the work the
     modelled kernel does (not the work of the fast search): ``slot_probe`` (iterations of the
     per-area search loop), ``area_search`` (areas whose loop ran), ``area_quick_reject``,
     ``lock_acquire`` (area locks, search and release), ``slot_mark`` (slots marked in use),
     ``list_fixup`` (slots rewritten by the backward fix-up of a map and the merge of a release,
-    freed slots included) and ``pool_walk`` (pools visited by ``find_slots``). A ``Counter``
-    given as ``count_steps`` is counted into, so that several allocators (a policy's zones)
+    freed slots included) and ``pool_walk`` (pools visited by ``find_slots``). An
+    :class:`IoTlbSteps` given as ``count_steps`` is counted into, so that several allocators (a policy's zones)
     share one tally. Otherwise :attr:`steps` is None and nothing is counted.
     """
 
@@ -205,7 +298,7 @@ class IoTlbMem:
         phys_limit: int = U64_MASK,
         default_nareas: int | None = None,
         fast: bool = True,
-        count_steps: bool | Counter[str] = False,
+        count_steps: bool | IoTlbSteps = False,
     ) -> None:
         self.profile = get_profile(profile)
         self.page_size = page_size
@@ -247,10 +340,12 @@ class IoTlbMem:
         self._slow_search: Callable[[IoTlbPool, int, SearchRequest], int] = slow
         self._mask_cache: dict[tuple[int, int, bool], tuple[int, int, int, int, int, bool]] = {}
         self._plan_cache: dict[tuple[int, int, int, bool], _Plan] = {}
-        if isinstance(count_steps, Counter):
-            self.steps: Counter[str] | None = count_steps  # shared with other allocators
+        if isinstance(count_steps, IoTlbSteps):
+            self.steps: IoTlbSteps | None = count_steps  # shared with other allocators
+        elif isinstance(count_steps, bool):
+            self.steps = IoTlbSteps() if count_steps else None
         else:
-            self.steps = Tally() if count_steps else None
+            raise TypeError(f"count_steps must be a bool or an IoTlbSteps, not {type(count_steps).__name__}")
         self._probes = [0]  # the slow searches' loop iterations, while counting
         if count_steps:
             probes = self._probes
@@ -476,16 +571,16 @@ class IoTlbMem:
         quick = n > nslabs - area.used
         self._probes[0] = 0
         slot = self._search_pool_area(pool, area_index, plan, orig_addr, size, crowd)
-        steps["lock_acquire"] += 1
+        steps.lock_acquire += 1
         if pool.dead:
             return slot
         if quick:
-            steps["area_quick_reject"] += 1
+            steps.area_quick_reject += 1
             return slot
         if slot == CROWDED and not plan[5]:  # irregular masks: left for the second pass unprobed
-            steps["area_crowded"] += 1
+            steps.area_crowded += 1
             return slot
-        steps["area_search"] += 1
+        steps.area_search += 1
         _, im, stride, q_plain, q_orig, fast, bmask, _, _ = plan
         if fast:  # the fast search ran: derive the kernel's iterations
             tbl = pool.start & bmask  # the progression of search.progression, from the plan
@@ -497,17 +592,17 @@ class IoTlbMem:
                 residue = -tbl >> IO_TLB_SHIFT
             base = area_index * nslabs
             if slot == CROWDED:  # the loop ran to the first aligned slot at the cursor, probed it, stopped
-                steps["area_crowded"] += 1
+                steps.area_crowded += 1
                 first = cursor + ((residue - base - cursor) % q)
-                steps["slot_probe"] += first - cursor + 1 if first < nslabs else nslabs - cursor
+                steps.slot_probe += first - cursor + 1 if first < nslabs else nslabs - cursor
                 return slot
             found = slot - base if slot >= 0 else -1
-            steps["slot_probe"] += kernel_probes(nslabs, cursor, (residue - base) % q, q, stride, found)
+            steps.slot_probe += kernel_probes(nslabs, cursor, (residue - base) % q, q, stride, found)
         else:  # the literal or <= 6.2 loop ran and counted its iterations
-            steps["slot_probe"] += self._probes[0]
+            steps.slot_probe += self._probes[0]
         if slot >= 0:
-            steps["slot_mark"] += n
-            steps["list_fixup"] += _free_run_before(pool, slot)
+            steps.slot_mark += n
+            steps.list_fixup += _free_run_before(pool, slot)
         return slot
 
     def find_slots(
@@ -532,7 +627,7 @@ class IoTlbMem:
         if len(pools) == 1 or not (self.dynamic and self.profile.area_major):
             for pool in pools:  # pool-major: every area of a pool before the next pool
                 if steps is not None:
-                    steps["pool_walk"] += 1
+                    steps.pool_walk += 1
                 mask = pool.nareas - 1
                 start = cpu & mask
                 for off in range(pool.nareas):
@@ -543,7 +638,7 @@ class IoTlbMem:
         for off in range(self.default_nareas):  # area-major (>= 6.8)
             for pool in pools:
                 if steps is not None:
-                    steps["pool_walk"] += 1  # the list walk visits the pool even when it skips it
+                    steps.pool_walk += 1  # the list walk visits the pool even when it skips it
                 if off < pool.nareas:
                     slot = search(pool, (cpu + off) & (pool.nareas - 1), plan, orig_addr, size)
                     if slot >= 0:
@@ -644,7 +739,7 @@ class IoTlbMem:
         if hint is not None:
             pool, a = hint
             if steps is not None:
-                steps["pool_walk"] += 1
+                steps.pool_walk += 1
             slot = search(pool, a, plan, orig_addr, size, int(pool.area_nslabs * share))
             if slot >= 0:
                 return pool, slot
@@ -663,7 +758,7 @@ class IoTlbMem:
             ]  # area-major: one walk step per visit of the list, skipped pools included
         for group in visits:
             if steps is not None:
-                steps["pool_walk"] += 1
+                steps.pool_walk += 1
             for pool, a in group:
                 if hint is not None and pool is hint[0] and a == hint[1]:
                     continue  # searched first
@@ -675,7 +770,7 @@ class IoTlbMem:
                     crowded.append((pool, a))
         for pool, a in crowded:
             if steps is not None:
-                steps["pool_walk"] += 1
+                steps.pool_walk += 1
             slot = search(pool, a, plan, orig_addr, size)
             if slot >= 0:
                 return pool, slot
@@ -790,12 +885,12 @@ class IoTlbMem:
                 if taken:
                     steps = self.steps
                     if steps is not None:
-                        steps["pool_walk"] += 1
-                        steps["lock_acquire"] += 1
-                        steps["area_search"] += 1
-                        steps["slot_probe"] += slot - base - cursor + 1  # misaligned walk + the probe
-                        steps["slot_mark"] += n
-                        steps["list_fixup"] += fixed
+                        steps.pool_walk += 1
+                        steps.lock_acquire += 1
+                        steps.area_search += 1
+                        steps.slot_probe += slot - base - cursor + 1  # misaligned walk + the probe
+                        steps.slot_mark += n
+                        steps.list_fixup += fixed
                     lock = self.lock
                     lock.acquire()
                     used = self.total_used = self.total_used + n
@@ -879,8 +974,8 @@ class IoTlbMem:
                     area.blkub[seg >> _BLK_SHIFT] = top
             steps = self.steps
             if steps is not None:
-                steps["lock_acquire"] += 1
-                steps["list_fixup"] += n + fixed
+                steps.lock_acquire += 1
+                steps.list_fixup += n + fixed
         finally:
             lock.release()
         if not pool.transient:

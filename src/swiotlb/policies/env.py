@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from swiotlb.core.allocator import IoTlbSteps
 from swiotlb.memory import (
     GFP_KERNEL,
     GFP_NOWAIT,
@@ -94,7 +95,7 @@ class PolicyEnv:
         self.coco = self.encryption.enabled
         self.clock: Callable[[], int] = clock or (lambda: 0)
         self.stats = EnvStats()
-        self.steps: Counter[str] | None = None  # a simulator's step tally (page_alloc_order_<k>)
+        self.steps: IoTlbSteps | None = None  # a simulator's step tally (page_alloc_order_<k>)
         self._lock = threading.Lock()
         self._enc_lock = threading.Lock()  # MemoryEncryption keeps no lock of its own
         self.atomic_pool: AtomicPool | None = None
